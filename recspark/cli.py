@@ -1,0 +1,77 @@
+"""What every job entrypoint shares: argument parsing, logging, and exit codes.
+
+Jobs stay thin: they parse ``--conf``/``--set``, build the SparkSession, make one
+library call, and map recspark's errors to documented exit codes so a scheduler
+can tell a bad config from bad data from a diverged model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from pyspark.sql import SparkSession
+
+from recspark.config import SparkConfig, load_config
+from recspark.errors import ConfigError, DataValidationError, ModelFitError
+from recspark.session import build_session
+
+log = logging.getLogger("recspark")
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_CONFIG = 2
+EXIT_DATA = 3
+EXIT_MODEL = 4
+
+
+def configure_logging() -> None:
+    """One readable line per event on stderr; Spark's own logging stays at WARN."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("py4j", "mlflow", "alembic", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_job(argv: list[str] | None, description: str, config_cls: type[T],
+            body: Callable[[SparkSession, T], None]) -> int:
+    """Parse ``--conf PATH --set key=value ...``, run ``body(spark, conf)``, return an exit code.
+
+    Exit codes: 0 ok, 2 invalid config, 3 invalid data, 4 model fit failed,
+    1 anything unexpected (with its traceback).
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--conf", help="YAML config file (defaults apply to what it omits)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set als.rank=64 (repeatable)")
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        conf = load_config(args.conf, config_cls, overrides=args.set)
+    except ConfigError as err:
+        log.error("%s", err)
+        return EXIT_CONFIG
+    spark_conf: SparkConfig = conf.spark  # type: ignore[attr-defined]
+    spark = build_session(spark_conf.master, spark_conf.app_name, spark_conf.conf, spark_conf.checkpoint_dir)
+    try:
+        body(spark, conf)
+    except ConfigError as err:
+        log.error("%s", err)
+        return EXIT_CONFIG
+    except DataValidationError as err:
+        log.error("invalid input data: %s", err)
+        return EXIT_DATA
+    except ModelFitError as err:
+        log.error("model fit failed: %s", err)
+        return EXIT_MODEL
+    except Exception:  # noqa: BLE001 - keep the traceback, distinct exit code
+        log.exception("job failed")
+        return EXIT_UNEXPECTED
+    finally:
+        spark.stop()
+    return EXIT_OK
+

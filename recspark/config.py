@@ -1,0 +1,327 @@
+"""Typed job configuration: YAML -> frozen dataclasses, validated before Spark starts.
+
+Every job has one YAML file in ``conf/``. Sections map to the dataclasses below;
+defaults live in the dataclasses, so a YAML file only states what differs.
+Validation reports *all* problems at once, each under its dotted key, and
+suggests the closest key for a typo. Any value can be overridden on the
+command line with ``--set section.key=value`` (the value is parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from recspark.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field with a numeric range checked by :func:`load_config`."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
+
+
+def _list(*items: Any) -> Any:
+    return field(default_factory=lambda: list(items))
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The built-in generator (``recspark.data.synthetic``): used when ``data.path`` is absent."""
+
+    n_users: int = _bounded(20_000, ge=1)
+    n_items: int = _bounded(5_000, ge=2)
+    n_interactions: int = _bounded(500_000, ge=1)
+    n_clusters: int = _bounded(40, ge=1)
+    clusters_per_user: int = _bounded(2, ge=1)
+    cluster_affinity: float = _bounded(0.85, ge=0.0, le=1.0)
+    zipf_exponent: float = _bounded(1.0, ge=0.0)
+    tags_per_item: float = _bounded(5.0, ge=0.0)
+    n_tags: int = _bounded(400, ge=1)
+    with_weights: bool = True
+    with_timestamps: bool = True
+    bad_row_fraction: float = _bounded(0.001, ge=0.0, le=1.0)
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where interactions come from and how the matrix is built from them."""
+
+    path: str = "data/demo/interactions"
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    weight_col: str | None = "weight"
+    timestamp_col: str | None = "timestamp"
+    timestamp_format: str | None = None
+    max_reject_fraction: float = _bounded(0.01, ge=0.0, le=1.0)
+    dedupe: Literal["sum", "max", "count", "binary"] = "sum"
+    min_user_interactions: int = _bounded(5, ge=1)
+    min_item_interactions: int = _bounded(5, ge=1)
+    # Generate the synthetic dataset at ``path`` when it does not exist (demo runs).
+    generate: SyntheticConfig | None = None
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Train/test split. ``holdout`` is the seed protocol; ``time`` needs timestamps."""
+
+    strategy: Literal["holdout", "time"] = "holdout"
+    test_user_fraction: float = _bounded(0.2, gt=0.0, le=1.0)
+    holdout_k: int = _bounded(5, ge=1)
+    time_last_n: int | None = _bounded(None, ge=1)
+    time_cutoff: str | None = None
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class AlsConfig:
+    """Spark ML ALS with implicit preferences (WRMF, Hu/Koren/Volinsky)."""
+
+    enabled: bool = True
+    rank: int = _bounded(32, ge=1)
+    reg_param: float = _bounded(0.05, ge=0.0)
+    alpha: float = _bounded(10.0, ge=0.0)
+    max_iter: int = _bounded(10, ge=1)
+    seed: int = 42
+    nonnegative: bool = False
+    checkpoint_interval: int = _bounded(5, ge=1)
+    num_user_blocks: int | None = _bounded(None, ge=1)
+    num_item_blocks: int | None = _bounded(None, ge=1)
+    # How interaction weights become preferences r_ui (confidence = 1 + alpha * r_ui).
+    confidence: Literal["binary", "count", "log1p"] = "log1p"
+    # Iteration counts at which to measure p@k for the learning curve; [] skips it.
+    learning_curve: list[int] = _list()
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Ranking metrics over all test users, and the top-N recommendations written out."""
+
+    ks: list[int] = _list(5, 10)
+    exclude_train: bool = True
+    recommend_k: int = _bounded(10, ge=1)
+    random_seed: int = 7
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Root folder of a run's outputs (rejects, id maps, matrix, factors, recommendations)."""
+
+    dir: str = "output/demo"
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """Tracking: ``tracking_uri`` null means ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``."""
+
+    tracking_uri: str | None = None
+    experiment: str = "recspark"
+    run_name: str | None = None
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """SparkSession settings. ``master`` null leaves it to spark-submit (cluster runs)."""
+
+    master: str | None = "local[*]"
+    app_name: str = "recspark"
+    checkpoint_dir: str = "checkpoints"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training job: data -> split -> models -> evaluation -> MLflow."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    als: AlsConfig = field(default_factory=AlsConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """The synthetic-data job: writes ``output`` (interactions + item_tags)."""
+
+    output: str = "data/demo"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None, cls: type[T], overrides: list[str] | None = None) -> T:
+    """Load ``path`` (YAML; None for defaults only), apply ``key=value`` overrides, validate.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found, each under its dotted key.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    problems: list[str] = []
+    for item in overrides or []:
+        _apply_override(raw, item, problems)
+    conf = _build(cls, raw, "", problems)
+    if problems:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{where}:\n  - " + "\n  - ".join(problems))
+    return conf
+
+
+def _apply_override(raw: dict[str, Any], item: str, problems: list[str]) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        problems.append(f"override {item!r}: expected section.key=value")
+        return
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            problems.append(f"override {item!r}: {part!r} is not a section")
+            return
+        node = child
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    """Build dataclass ``cls`` from ``raw``, appending problems instead of raising."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{prefix.rstrip('.') or '<top>'}: expected a mapping, got {raw!r}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
+            problems.append(f"{prefix}{key}: unknown key{hint}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        value = _convert(hints[name], raw[name], f"{prefix}{name}", problems)
+        if value is _INVALID:
+            continue
+        _check_range(f, value, f"{prefix}{name}", problems)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:  # a section's own __post_init__ checks
+        problems.append(f"{prefix.rstrip('.') or '<top>'}: {err}")
+        return None
+
+
+_INVALID = object()
+
+
+def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, key, problems)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".", problems)
+    if origin is Literal:
+        if value not in args:
+            problems.append(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+            return _INVALID
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            problems.append(f"{key}: expected a list, got {value!r}")
+            return _INVALID
+        items = [_convert(args[0], v, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+        return _INVALID if _INVALID in items else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a mapping, got {value!r}")
+            return _INVALID
+        return {str(k): str(v) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{key}: expected true/false, got {value!r}")
+            return _INVALID
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{key}: expected an integer, got {value!r}")
+            return _INVALID
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{key}: expected a number, got {value!r}")
+            return _INVALID
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            problems.append(f"{key}: expected a string, got {value!r}")
+            return _INVALID
+        return str(value)
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module, not user input
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str, problems: list[str]) -> None:
+    if value is None or not isinstance(value, (int, float)):
+        return
+    ge, gt, le = f.metadata.get("ge"), f.metadata.get("gt"), f.metadata.get("le")
+    if ge is not None and value < ge:
+        problems.append(f"{key}: {value} is out of range; must be >= {ge}")
+    if gt is not None and value <= gt:
+        problems.append(f"{key}: {value} is out of range; must be > {gt}")
+    if le is not None and value > le:
+        problems.append(f"{key}: {value} is out of range; must be <= {le}")
+
+
+# --------------------------------------------------------------------------- output
+
+
+def to_dict(conf: Any) -> dict[str, Any]:
+    """The resolved config as plain nested dicts (for the YAML artifact)."""
+    return dataclasses.asdict(conf)
+
+
+def flatten(conf: Any) -> dict[str, str]:
+    """Dotted ``section.key -> str(value)`` pairs (for MLflow params)."""
+    out: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = "" if node is None else str(node)
+
+    walk(to_dict(conf), "")
+    return out

@@ -1,0 +1,1 @@
+"""Data path: ingest -> validate -> deduplicate -> threshold -> index -> split."""

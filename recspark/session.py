@@ -1,0 +1,45 @@
+"""The only place a SparkSession is built, so every job and test gets the same settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+# Arrow makes toPandas/mapInPandas cheap; adaptive execution keeps small stages small.
+_DEFAULTS = {
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+def build_session(
+    master: str | None = None,
+    app_name: str = "recspark",
+    conf: Mapping[str, str] | None = None,
+    checkpoint_dir: str | None = None,
+) -> SparkSession:
+    """Build (or reuse) the SparkSession.
+
+    ``master`` None leaves the master to ``spark-submit`` (cluster runs);
+    ``checkpoint_dir`` is set so long ALS/WARP fits can truncate lineage.
+    """
+    # Executors must run the same interpreter as the driver (the project's venv).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    for key, value in {**_DEFAULTS, **(conf or {})}.items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    if checkpoint_dir:
+        spark.sparkContext.setCheckpointDir(checkpoint_dir)
+    log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
+    return spark

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Submit a recspark job, locally or to a cluster:
+#
+#   ./spark-submit.sh [spark-submit options ...] jobs/<job>.py [job arguments ...]
+#   ./spark-submit.sh --master spark://host:7077 --conf spark.executor.memory=8g \
+#       jobs/train.py --conf conf/demo.yaml --set als.rank=64
+#
+# It finds spark-submit ($SPARK_HOME/bin, else the one that ships with the installed
+# pyspark), zips the recspark package and ships it with --py-files (merged with any
+# --py-files you pass), ships the job's --conf YAML with --files, and passes every
+# other option through. Executors also need recspark's Python dependencies (numpy,
+# scipy, pandas, pyarrow): either install them on the workers, or pack a virtualenv
+# (e.g. `venv-pack -o env.tar.gz`) and set RECSPARK_PYENV_ARCHIVE=env.tar.gz — it is
+# shipped with --archives and used as the executors' Python.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+python=${PYSPARK_DRIVER_PYTHON:-${PYTHON:-python3}}
+[ -x "$here/.venv/bin/python" ] && [ -z "${PYSPARK_DRIVER_PYTHON:-}" ] && python="$here/.venv/bin/python"
+
+if [ -n "${SPARK_HOME:-}" ]; then
+  submit="$SPARK_HOME/bin/spark-submit"
+else
+  pyspark_dir=$("$python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))' 2>/dev/null) \
+    || { echo "spark-submit.sh: pyspark is not importable by $python; set SPARK_HOME or run ./run.sh demo once" >&2; exit 2; }
+  submit="$pyspark_dir/bin/spark-submit"
+  export SPARK_HOME="$pyspark_dir"
+fi
+
+# Split: spark-submit options | the job file | the job's own arguments.
+opts=() job="" job_args=() py_files="" files=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --py-files) py_files="$2"; shift 2 ;;
+    --files) files="$2"; shift 2 ;;
+    *.py) job="$1"; shift; job_args=("$@"); break ;;
+    *) opts+=("$1"); shift ;;
+  esac
+done
+[ -n "$job" ] || { echo "usage: spark-submit.sh [spark-submit options] jobs/<job>.py [job args]" >&2; exit 2; }
+
+# The package, zipped fresh so executors run exactly the driver's code.
+mkdir -p "$here/build"
+zip="$here/build/recspark.zip"
+(cd "$here" && "$python" -c '
+import sys, zipfile, pathlib
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+    for p in sorted(pathlib.Path("recspark").rglob("*.py")):
+        z.write(p)
+' "$zip")
+py_files="${py_files:+$py_files,}$zip"
+
+# Ship the job's YAML config, so cluster-mode drivers can read it too.
+for ((i = 0; i < ${#job_args[@]}; i++)); do
+  if [ "${job_args[$i]}" = "--conf" ] && [ $((i + 1)) -lt ${#job_args[@]} ]; then
+    files="${files:+$files,}${job_args[$((i + 1))]}"
+  fi
+done
+
+if [ -n "${RECSPARK_PYENV_ARCHIVE:-}" ]; then
+  opts+=(--archives "$RECSPARK_PYENV_ARCHIVE#environment" --conf spark.pyspark.python=./environment/bin/python)
+else
+  export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$python}
+fi
+export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$python}
+
+exec "$submit" "${opts[@]}" --py-files "$py_files" ${files:+--files "$files"} "$job" "${job_args[@]}"

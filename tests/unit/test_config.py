@@ -1,0 +1,80 @@
+"""Config loading: defaults, overrides, and every kind of error named by its dotted key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recspark.config import GenerateConfig, TrainConfig, flatten, load_config
+from recspark.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_load_without_a_file():
+    conf = load_config(None, TrainConfig)
+    assert conf.als.rank == 32
+    assert conf.split.holdout_k == 5
+    assert conf.data.min_user_interactions == 5
+
+
+@pytest.mark.parametrize("name,cls", [("demo.yaml", TrainConfig), ("train_als.yaml", TrainConfig),
+                                      ("generate.yaml", GenerateConfig)])
+def test_shipped_configs_are_valid(name, cls):
+    load_config(REPO / "conf" / name, cls)
+
+
+def test_set_overrides_parse_values_as_yaml():
+    conf = load_config(REPO / "conf" / "demo.yaml", TrainConfig,
+                       ["als.rank=64", "als.learning_curve=[1, 3]", "data.weight_col=null", "als.alpha=2"])
+    assert conf.als.rank == 64
+    assert conf.als.learning_curve == [1, 3]
+    assert conf.data.weight_col is None
+    assert conf.als.alpha == 2.0 and isinstance(conf.als.alpha, float)
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"als\.rnk: unknown key \(did you mean 'als\.rank'\?\)"):
+        load_config(None, TrainConfig, ["als.rnk=3"])
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(ConfigError, match=r"evalution: unknown key \(did you mean 'evaluation'\?\)"):
+        load_config(None, TrainConfig, ["evalution.ks=[5]"])
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, TrainConfig, ["als.rank=0", "split.test_user_fraction=1.5", "data.dedupe=avg",
+                                        "als.nonnegative=maybe", "evaluation.ks=[5, x]"])
+    text = str(err.value)
+    assert "als.rank: 0 is out of range; must be >= 1" in text
+    assert "split.test_user_fraction: 1.5 is out of range; must be <= 1.0" in text
+    assert "data.dedupe: 'avg' is not one of 'sum', 'max', 'count', 'binary'" in text
+    assert "als.nonnegative: expected true/false" in text
+    assert "evaluation.ks[1]: expected an integer" in text
+
+
+def test_bad_override_syntax_and_missing_file():
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(None, TrainConfig, ["als.rank"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("does/not/exist.yaml", TrainConfig)
+
+
+def test_yaml_that_is_not_a_mapping_is_rejected(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path, TrainConfig)
+
+
+def test_flatten_gives_dotted_string_params():
+    conf = load_config(REPO / "conf" / "demo.yaml", TrainConfig)
+    flat = flatten(conf)
+    assert flat["als.rank"] == "32"
+    assert flat["spark.conf.spark.sql.shuffle.partitions"] == "8"
+    assert flat["data.generate.n_users"] == "20000"
+    assert flat["split.time_cutoff"] == ""
+    assert all(isinstance(v, str) for v in flat.values())
