@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from recspark.data.synthetic import SyntheticSpec
 from recspark.errors import ConfigError
 
 T = TypeVar("T")
@@ -31,25 +32,6 @@ def _bounded(default: Any, *, ge: float | None = None, gt: float | None = None, 
 
 def _list(*items: Any) -> Any:
     return field(default_factory=lambda: list(items))
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """The built-in generator (``recspark.data.synthetic``): used when ``data.path`` is absent."""
-
-    n_users: int = _bounded(20_000, ge=1)
-    n_items: int = _bounded(5_000, ge=2)
-    n_interactions: int = _bounded(500_000, ge=1)
-    n_clusters: int = _bounded(40, ge=1)
-    clusters_per_user: int = _bounded(2, ge=1)
-    cluster_affinity: float = _bounded(0.85, ge=0.0, le=1.0)
-    zipf_exponent: float = _bounded(1.0, ge=0.0)
-    tags_per_item: float = _bounded(5.0, ge=0.0)
-    n_tags: int = _bounded(400, ge=1)
-    with_weights: bool = True
-    with_timestamps: bool = True
-    bad_row_fraction: float = _bounded(0.001, ge=0.0, le=1.0)
-    seed: int = 42
 
 
 @dataclass(frozen=True)
@@ -67,7 +49,7 @@ class DataConfig:
     min_user_interactions: int = _bounded(5, ge=1)
     min_item_interactions: int = _bounded(5, ge=1)
     # Generate the synthetic dataset at ``path`` when it does not exist (demo runs).
-    generate: SyntheticConfig | None = None
+    generate: SyntheticSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +82,34 @@ class AlsConfig:
     confidence: Literal["binary", "count", "log1p"] = "log1p"
     # Iteration counts at which to measure p@k for the learning curve; [] skips it.
     learning_curve: list[int] = _list()
+
+
+@dataclass(frozen=True)
+class WarpConfig:
+    """The sharded WARP/BPR trainer (LightFM semantics; see ``recspark.models.warp``)."""
+
+    enabled: bool = True
+    loss: Literal["warp", "bpr"] = "warp"
+    no_components: int = _bounded(64, ge=1)
+    learning_rate: float = _bounded(0.05, gt=0.0)
+    optimiser: Literal["adagrad", "adadelta"] = "adagrad"
+    rho: float = _bounded(0.95, gt=0.0, le=1.0)
+    epsilon: float = _bounded(1e-6, gt=0.0)
+    user_alpha: float = _bounded(0.0, ge=0.0)
+    item_alpha: float = _bounded(0.0, ge=0.0)
+    max_sampled: int = _bounded(10, ge=1)
+    batch_size: int = _bounded(4096, ge=1)
+    epochs: int = _bounded(10, ge=1)
+    # Shards = user partitions trained in parallel; null: the cluster's default parallelism.
+    n_shards: int | None = _bounded(None, ge=1)
+    local_passes: int = _bounded(1, ge=1)
+    merge: Literal["sum", "mean"] = "sum"
+    checkpoint_interval: int = _bounded(5, ge=1)
+    seed: int = 42
+    # Measure test p@k every N epochs for the learning curve (0: only at the end).
+    eval_every: int = _bounded(0, ge=0)
+    # Also measure p@k on (a sample of) the training interactions, as LightFM users do.
+    train_metrics: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     als: AlsConfig = field(default_factory=AlsConfig)
+    warp: WarpConfig = field(default_factory=WarpConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -156,7 +167,7 @@ class GenerateConfig:
     """The synthetic-data job: writes ``output`` (interactions + item_tags)."""
 
     output: str = "data/demo"
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     spark: SparkConfig = field(default_factory=SparkConfig)
 
 
@@ -264,6 +275,12 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
             return _INVALID
         items = [_convert(args[0], v, f"{key}[{i}]", problems) for i, v in enumerate(value)]
         return _INVALID if _INVALID in items else items
+    if origin is tuple:
+        if not isinstance(value, list) or len(value) != len(args):
+            problems.append(f"{key}: expected a list of {len(args)} values, got {value!r}")
+            return _INVALID
+        items = [_convert(a, v, f"{key}[{i}]", problems) for i, (a, v) in enumerate(zip(args, value))]
+        return _INVALID if _INVALID in items else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
             problems.append(f"{key}: expected a mapping, got {value!r}")

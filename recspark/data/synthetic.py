@@ -1,0 +1,772 @@
+"""Synthetic implicit-feedback data with planted structure, generated in Spark.
+
+Why a generator of our own: the demo, the end-to-end tests and the benchmarks
+need data of any size (10k to 20M rows) whose "right answer" is known, so that a
+working collaborative model must beat popularity by a wide margin and a broken
+one visibly does not.
+
+The planted structure
+---------------------
+* Items are split into ``n_clusters`` latent clusters ("genres"). Cluster masses
+  follow a Zipf law with exponent ``zipf_exponent / 2`` (some genres are bigger)
+  and, inside each cluster, items follow a Zipf law with exponent
+  ``zipf_exponent`` over a random ranking. The global item popularity is the
+  mass-weighted mixture of the within-cluster distributions.
+* Every user prefers ``clusters_per_user`` (a range, e.g. 1-3) clusters, drawn
+  in proportion to cluster mass, mixed with Dirichlet(1) weights. Each of the
+  user's interactions goes, with probability ``cluster_affinity``, to one of the
+  preferred clusters (item drawn by within-cluster popularity) and otherwise to
+  the global popularity distribution (noise that popularity can explain).
+* User activity is skewed: ``min_user_interactions`` plus a lognormal tail whose
+  mean makes the total about ``n_interactions``, capped (see below).
+* Optional ``weight`` is a play count ``>= 1`` (geometric), larger on average for
+  in-cluster interactions (mean 3.3 versus 1.7), so weights carry signal.
+* Optional ``timestamp`` values increase with the order in which a user's rows
+  were drawn: each user "joins" at a uniform time in the first 80% of the date
+  range and is active until its end, so time-based splits are meaningful.
+* Item tags: each item has ``1 + Poisson(tags_per_item - 1)`` distinct tags; each
+  tag comes with probability 0.7 from its cluster's three "signature" tags, else
+  from a Zipf distribution over all ``n_tags``; so tags are informative side
+  features but not a cluster label.
+
+Determinism and memory
+----------------------
+Users are cut into fixed chunks of about ``rows_per_chunk`` rows (a property of
+the spec, not of the cluster). One Spark task per chunk (``spark.range`` +
+``mapInArrow``) derives the global structure (item clusters, popularity, tags;
+``O(n_items)`` and cached per Python worker) from ``seed`` alone, and its own
+randomness from ``np.random.default_rng([seed, 1, chunk_id])``. Hence a retried
+task writes identical rows, and the *set* of rows is identical for any number of
+Spark partitions. The driver holds nothing ``O(rows)``; an executor holds one
+chunk (a few tens of MB for the default chunk size).
+
+Duplicates: a user's candidate items are deduplicated within the user, topping
+up in up to four rounds; users whose preferred clusters are too small to supply
+enough distinct items end with fewer rows than drawn, so the row count is
+approximate (typically within a few percent below ``n_interactions``). The
+output has no duplicate ``(user_id, item_id)`` pairs except where bad-row
+injection nulls an id.
+
+Examples
+--------
+As a job (every ``SyntheticSpec`` field is a ``synthetic.*`` config key)::
+
+    ./spark-submit.sh jobs/generate_data.py --conf conf/generate.yaml --set synthetic.n_interactions=2000000
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from recspark.data.columns import ITEM_ID, TIMESTAMP, USER_ID, WEIGHT
+from recspark.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SyntheticSpec",
+    "generate",
+    "generate_if_missing",
+    "interactions_frame",
+    "item_tags_frame",
+    "planted_item_clusters",
+    "FEATURE",
+    "VALUE",
+    "BAD_ROW_KINDS",
+]
+
+#: Column names of the long-form ``item_tags`` table (``item_id``, ``feature``, ``value``).
+FEATURE = "feature"
+VALUE = "value"
+
+#: Kinds of injected bad rows; the weight kinds only occur with ``with_weights``.
+BAD_ROW_KINDS = ("null_user_id", "null_item_id", "negative_weight", "nan_weight")
+
+# Seed-stream tags: the global structure, per-user-chunk rows, per-item-chunk tags.
+_STREAM_GLOBAL, _STREAM_USERS, _STREAM_TAGS = 0, 1, 2
+_ITEMS_PER_TAG_CHUNK = 100_000
+_SIGNATURE_TAGS = 3  # per cluster
+_TAG_AFFINITY = 0.7  # probability a tag is one of the item's cluster signature tags
+_JOIN_FRACTION = 0.8  # users join within the first 80% of the date range
+_ACTIVITY_SIGMA = 1.0  # lognormal sigma of per-user activity above the minimum
+_MAX_USER_FRACTION = 0.2  # a user draws at most this fraction of all items
+_TOPUP_ROUNDS = 4
+_P_PLAYS_IN_CLUSTER, _P_PLAYS_NOISE = 0.3, 0.6  # geometric play counts
+_BATCH_ROWS = 65_536  # Arrow batch size handed back to Spark
+
+_TAG_WORDS = (
+    "rock", "pop", "jazz", "blues", "folk", "metal", "punk", "soul", "funk", "disco",
+    "house", "techno", "ambient", "classical", "opera", "reggae", "ska", "country",
+    "gospel", "hiphop", "rap", "trap", "grime", "dub", "indie", "emo", "grunge",
+    "latin", "salsa", "tango", "kpop", "jpop", "lofi", "swing", "bebop", "fusion",
+    "drone", "noise", "synth", "wave", "garage", "trance", "dnb", "jungle", "bossa",
+    "samba", "afro", "celtic", "baroque", "choral",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """What to generate: sizes, planted structure, optional columns and seed.
+
+    The spec fully determines the output (same spec -> same rows), including
+    ``rows_per_chunk``; the number of Spark partitions does not.
+
+    Parameters
+    ----------
+    n_users, n_items : int
+        Number of users and items. Every user appears (before bad-row
+        injection); an item in the long Zipf tail may never be drawn.
+    n_interactions : int
+        Target number of rows. Approximate: deduplication within a user and the
+        per-user cap (``0.2 * n_items``) usually remove a few percent.
+    n_clusters : int
+        Number of latent item clusters.
+    clusters_per_user : tuple of (int, int)
+        Inclusive range of how many clusters a user prefers (uniform in it).
+    cluster_affinity : float
+        Probability that an interaction goes to one of the user's clusters rather
+        than to the global popularity distribution. 1.0 is a trivially easy
+        problem; 0.0 makes popularity the best possible model.
+    zipf_exponent : float
+        Zipf exponent of item popularity within a cluster (half of it is used
+        for cluster masses). Larger means a stronger popularity baseline.
+    min_user_interactions : int
+        Every user draws at least this many rows, so that most users survive a
+        5/5 threshold plus a 5-item holdout.
+    tags_per_item : float
+        Mean number of distinct tags per item (>= 1; each item has at least one).
+    n_tags : int
+        Size of the tag vocabulary (``tag_rock``, ``tag_pop``, ... then ``tag_rock2``...).
+    with_weights : bool
+        Write a ``weight`` column (play counts >= 1, as double).
+    with_timestamps : bool
+        Write a ``timestamp`` column, increasing within each user.
+    start_date : str
+        ISO date (UTC) at which the time range starts.
+    time_span_days : int
+        Length of the time range.
+    bad_row_fraction : float
+        Fraction of rows to corrupt (one of `BAD_ROW_KINDS` each) so demos
+        exercise the rejects path. 0 writes clean data.
+    seed : int
+        Non-negative seed of everything.
+    rows_per_chunk : int
+        Approximate rows per generation task. Part of the data's identity:
+        changing it changes the rows. Smaller chunks mean less executor memory
+        and more tasks/files.
+
+    Raises
+    ------
+    ConfigError
+        Listing every invalid field by name, with the value and what is allowed.
+    """
+
+    n_users: int = 5_000
+    n_items: int = 2_000
+    n_interactions: int = 100_000
+    n_clusters: int = 20
+    clusters_per_user: tuple[int, int] = (1, 3)
+    cluster_affinity: float = 0.8
+    zipf_exponent: float = 1.0
+    min_user_interactions: int = 10
+    tags_per_item: float = 3.0
+    n_tags: int = 50
+    with_weights: bool = True
+    with_timestamps: bool = True
+    start_date: str = "2023-01-01"
+    time_span_days: int = 365
+    bad_row_fraction: float = 0.0
+    seed: int = 42
+    rows_per_chunk: int = 200_000
+
+    def __post_init__(self) -> None:
+        # Accept lists (e.g. from YAML/argparse) but store a hashable tuple.
+        if isinstance(self.clusters_per_user, list):
+            object.__setattr__(self, "clusters_per_user", tuple(self.clusters_per_user))
+        problems = _validate(self)
+        if problems:
+            raise ConfigError(
+                "invalid SyntheticSpec: " + "; ".join(problems)
+                + ". Fix these fields (defaults: SyntheticSpec())."
+            )
+
+    @property
+    def mean_user_interactions(self) -> float:
+        """Target mean rows per user, ``n_interactions / n_users``."""
+        return self.n_interactions / self.n_users
+
+    @property
+    def users_per_chunk(self) -> int:
+        """Users generated by one task (a fixed function of the spec)."""
+        return max(1, int(self.rows_per_chunk // self.mean_user_interactions))
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of user chunks (generation tasks)."""
+        return math.ceil(self.n_users / self.users_per_chunk)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_num(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
+
+
+def _validate(spec: SyntheticSpec) -> list[str]:
+    """Return every problem with ``spec`` as ``"field: message"`` strings."""
+    problems: list[str] = []
+
+    def need_int(name: str, low: int) -> bool:
+        value = getattr(spec, name)
+        if not _is_int(value):
+            problems.append(f"{name}: expected an integer, got {value!r}")
+            return False
+        if value < low:
+            problems.append(f"{name}: must be >= {low}, got {value}")
+            return False
+        return True
+
+    def need_float(name: str, low: float, high: float) -> bool:
+        value = getattr(spec, name)
+        if not _is_num(value):
+            problems.append(f"{name}: expected a finite number, got {value!r}")
+            return False
+        if not low <= value <= high:
+            problems.append(f"{name}: must be in [{low}, {high}], got {value}")
+            return False
+        return True
+
+    ok_users = need_int("n_users", 1)
+    ok_items = need_int("n_items", 2)
+    ok_rows = need_int("n_interactions", 1)
+    ok_clusters = need_int("n_clusters", 1)
+    ok_min = need_int("min_user_interactions", 1)
+    ok_tags = need_int("n_tags", 1)
+    need_int("time_span_days", 1)
+    need_int("seed", 0)
+    need_int("rows_per_chunk", 1_000)
+    need_float("cluster_affinity", 0.0, 1.0)
+    need_float("zipf_exponent", 0.0, 5.0)
+    need_float("bad_row_fraction", 0.0, 0.5)
+    for name in ("with_weights", "with_timestamps"):
+        if not isinstance(getattr(spec, name), bool):
+            problems.append(f"{name}: expected true/false, got {getattr(spec, name)!r}")
+
+    if ok_items and ok_clusters and spec.n_clusters > spec.n_items // 2:
+        problems.append(
+            f"n_clusters: must be <= n_items // 2 = {spec.n_items // 2} so each cluster "
+            f"has items to choose from, got {spec.n_clusters}"
+        )
+    cpu = spec.clusters_per_user
+    if not (isinstance(cpu, tuple) and len(cpu) == 2 and all(_is_int(v) for v in cpu)):
+        problems.append(f"clusters_per_user: expected (min, max) integers, got {cpu!r}")
+    elif not 1 <= cpu[0] <= cpu[1]:
+        problems.append(f"clusters_per_user: need 1 <= min <= max, got {cpu!r}")
+    elif ok_clusters and cpu[1] > spec.n_clusters:
+        problems.append(
+            f"clusters_per_user: max {cpu[1]} exceeds n_clusters = {spec.n_clusters}"
+        )
+    if ok_tags:
+        need_float("tags_per_item", 1.0, float(spec.n_tags))
+    if ok_users and ok_rows and ok_min:
+        mean = spec.n_interactions / spec.n_users
+        if mean < spec.min_user_interactions:
+            problems.append(
+                f"n_interactions: {spec.n_interactions} gives {mean:.2f} rows per user, below "
+                f"min_user_interactions = {spec.min_user_interactions}; raise n_interactions "
+                f"to >= {spec.n_users * spec.min_user_interactions} or lower the minimum"
+            )
+        if ok_items and spec.min_user_interactions > _MAX_USER_FRACTION * spec.n_items:
+            problems.append(
+                f"min_user_interactions: {spec.min_user_interactions} exceeds "
+                f"{_MAX_USER_FRACTION:.0%} of n_items = {spec.n_items}"
+            )
+        if ok_items and mean > _MAX_USER_FRACTION * spec.n_items / 2:
+            problems.append(
+                f"n_interactions: {mean:.1f} rows per user is too dense for n_items = "
+                f"{spec.n_items} (at most {_MAX_USER_FRACTION * spec.n_items / 2:.1f}); "
+                "add items or lower n_interactions"
+            )
+    if isinstance(spec.start_date, str):
+        try:
+            dt.date.fromisoformat(spec.start_date)
+        except ValueError:
+            problems.append(
+                f"start_date: expected an ISO date like '2023-01-01', got {spec.start_date!r}"
+            )
+    else:
+        problems.append(f"start_date: expected an ISO date string, got {spec.start_date!r}")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Global structure: O(n_items), derived from the seed alone, cached per worker.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Structure:
+    item_cluster: npt.NDArray[np.int32]  # [n_items] cluster of each item
+    item_prob: npt.NDArray[np.float64]  # [n_items] global popularity, sums to 1
+    cluster_mass: npt.NDArray[np.float64]  # [n_clusters] sums to 1
+    global_cdf: npt.NDArray[np.float64]  # [n_items] cumulative item_prob
+    # Items sorted by cluster; cluster_cdf[j] = cluster + within-cluster cumulative
+    # probability, so searchsorted(cluster_cdf, c + u) samples item in cluster c.
+    sorted_items: npt.NDArray[np.int64]
+    cluster_cdf: npt.NDArray[np.float64]
+    signature_tags: npt.NDArray[np.int64]  # [n_clusters, _SIGNATURE_TAGS]
+    tag_cdf: npt.NDArray[np.float64]  # [n_tags]
+
+
+def _zipf(n: int, exponent: float) -> npt.NDArray[np.float64]:
+    return 1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent
+
+
+@functools.lru_cache(maxsize=4)
+def _structure(spec: SyntheticSpec) -> _Structure:
+    rng = np.random.default_rng([spec.seed, _STREAM_GLOBAL])
+    n_items, n_clusters = spec.n_items, spec.n_clusters
+    # Every cluster gets at least two items, the rest are assigned at random.
+    item_cluster = np.concatenate(
+        [np.repeat(np.arange(n_clusters), 2), rng.integers(0, n_clusters, n_items - 2 * n_clusters)]
+    )
+    item_cluster = rng.permutation(item_cluster).astype(np.int32)
+    cluster_mass = _zipf(n_clusters, spec.zipf_exponent / 2)[rng.permutation(n_clusters)]
+    cluster_mass /= cluster_mass.sum()
+
+    # Within-cluster Zipf over a random order: rank of each item inside its cluster.
+    order = np.lexsort((rng.random(n_items), item_cluster))  # by cluster, random within
+    sizes = np.bincount(item_cluster, minlength=n_clusters)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rank = np.arange(n_items) - np.repeat(starts, sizes)
+    within = 1.0 / (rank + 1.0) ** spec.zipf_exponent
+    within_sum = np.bincount(item_cluster[order], weights=within, minlength=n_clusters)
+    within /= within_sum[item_cluster[order]]
+    # Each cluster's probabilities sum to 1, so the running sum over the sorted items
+    # is exactly ``cluster + within-cluster cumulative probability``.
+    cluster_cdf = np.cumsum(within)
+    # Pin each cluster's last entry to c + 1 so rounding never spills into the next.
+    cluster_cdf[np.cumsum(sizes) - 1] = np.arange(1, n_clusters + 1)
+
+    item_prob = np.empty(n_items)
+    item_prob[order] = within * cluster_mass[item_cluster[order]]
+    item_prob /= item_prob.sum()
+    global_cdf = np.cumsum(item_prob)
+    global_cdf[-1] = 1.0
+
+    tag_weights = _zipf(spec.n_tags, 1.0)[rng.permutation(spec.n_tags)]
+    tag_cdf = np.cumsum(tag_weights / tag_weights.sum())
+    tag_cdf[-1] = 1.0
+    k = min(_SIGNATURE_TAGS, spec.n_tags)
+    signature = np.argsort(rng.random((n_clusters, spec.n_tags)), axis=1)[:, :k]
+    return _Structure(
+        item_cluster=item_cluster,
+        item_prob=item_prob,
+        cluster_mass=cluster_mass,
+        global_cdf=global_cdf,
+        sorted_items=order.astype(np.int64),
+        cluster_cdf=cluster_cdf,
+        signature_tags=signature.astype(np.int64),
+        tag_cdf=tag_cdf,
+    )
+
+
+def _id_width(prefix: str, n: int) -> int:
+    return max(7 if prefix == "u" else 6, len(str(n - 1)))
+
+
+def _ids(prefix: str, start: int, stop: int, n_total: int) -> pa.Array:
+    width = _id_width(prefix, n_total)
+    return pa.array([f"{prefix}{i:0{width}d}" for i in range(start, stop)], type=pa.string())
+
+
+@functools.lru_cache(maxsize=2)
+def _item_ids(n_items: int) -> pa.Array:
+    return _ids("i", 0, n_items, n_items)
+
+
+def _tag_names(n_tags: int) -> list[str]:
+    words = len(_TAG_WORDS)
+    return [
+        f"tag_{_TAG_WORDS[k % words]}{'' if k < words else k // words + 1}" for k in range(n_tags)
+    ]
+
+
+def planted_item_clusters(
+    spec: SyntheticSpec,
+) -> tuple[list[str], npt.NDArray[np.int32], npt.NDArray[np.float64]]:
+    """Ground truth of the planted item structure, for quality checks and tests.
+
+    Parameters
+    ----------
+    spec : SyntheticSpec
+        The spec the data was generated with.
+
+    Returns
+    -------
+    item_ids : list of str
+        All ``n_items`` item ids, in index order.
+    cluster : numpy.ndarray of int32, shape [n_items]
+        Latent cluster of each item.
+    popularity : numpy.ndarray of float64, shape [n_items]
+        Global probability that a noise draw picks the item (sums to 1).
+    """
+    structure = _structure(spec)
+    return (
+        _item_ids(spec.n_items).to_pylist(),
+        structure.item_cluster.copy(),
+        structure.item_prob.copy(),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Per-chunk generation (runs on executors; pure NumPy + PyArrow).
+# ---------------------------------------------------------------------------
+
+
+def _dedupe_by_user(
+    users: npt.NDArray[np.int64], items: npt.NDArray[np.int64], n_items: int
+) -> npt.NDArray[np.int64]:
+    """Indices of first occurrences of each (user, item), grouped by user in draw order."""
+    _, first = np.unique(users * n_items + items, return_index=True)
+    first.sort()
+    return first[np.argsort(users[first], kind="stable")]
+
+
+def _chunk_rows(spec: SyntheticSpec, chunk: int) -> dict[str, np.ndarray]:
+    """Draw the rows of one user chunk; every array has one entry per row."""
+    st = _structure(spec)
+    rng = np.random.default_rng([spec.seed, _STREAM_USERS, chunk])
+    first_user = chunk * spec.users_per_chunk
+    n_local = min(spec.users_per_chunk, spec.n_users - first_user)
+
+    # Activity: minimum + lognormal tail with the mean that hits n_interactions.
+    extra_mean = spec.mean_user_interactions - spec.min_user_interactions
+    cap = max(spec.min_user_interactions, int(_MAX_USER_FRACTION * spec.n_items))
+    if extra_mean > 0:
+        mu = math.log(extra_mean) - _ACTIVITY_SIGMA**2 / 2
+        extra = rng.lognormal(mu, _ACTIVITY_SIGMA, n_local)
+    else:
+        extra = np.zeros(n_local)
+    target = np.minimum(spec.min_user_interactions + np.floor(extra + rng.random(n_local)), cap)
+    target = target.astype(np.int64)
+
+    # Preferred clusters: Gumbel top-k weighted by cluster mass, Dirichlet(1) mixing.
+    lo, hi = spec.clusters_per_user
+    n_pref = rng.integers(lo, hi + 1, n_local)
+    noise = -np.log(-np.log(rng.random((n_local, spec.n_clusters))))
+    gumbel = np.log(st.cluster_mass)[None, :] + noise
+    pref = np.argsort(-gumbel, axis=1)[:, :hi]
+    mix = rng.exponential(1.0, (n_local, hi)) * (np.arange(hi)[None, :] < n_pref[:, None])
+    mix_cdf = np.cumsum(mix / mix.sum(axis=1, keepdims=True), axis=1)
+    mix_cdf[:, -1] = 1.0
+
+    def draw(need: npt.NDArray[np.int64]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        user = np.repeat(np.arange(n_local, dtype=np.int64), need)
+        in_cluster = rng.random(user.size) < spec.cluster_affinity
+        slot = (rng.random(user.size)[:, None] > mix_cdf[user]).sum(axis=1)
+        cluster = pref[user, np.minimum(slot, hi - 1)]
+        u = rng.random(user.size)
+        pos = np.searchsorted(st.cluster_cdf, cluster + u, side="right")
+        from_cluster = st.sorted_items[np.minimum(pos, spec.n_items - 1)]
+        from_global = np.minimum(np.searchsorted(st.global_cdf, u, side="right"), spec.n_items - 1)
+        return user, np.where(in_cluster, from_cluster, from_global), in_cluster
+
+    user = np.empty(0, np.int64)
+    item = np.empty(0, np.int64)
+    in_cluster = np.empty(0, bool)
+    need = target
+    for _ in range(_TOPUP_ROUNDS):
+        # Oversample a little so one round usually suffices.
+        extra = np.where(need > 0, np.ceil(need * 1.2).astype(np.int64) + 1, 0)
+        new_user, new_item, new_in = draw(extra)
+        user = np.concatenate([user, new_user])
+        item = np.concatenate([item, new_item])
+        in_cluster = np.concatenate([in_cluster, new_in])
+        keep = _dedupe_by_user(user, item, spec.n_items)
+        user, item, in_cluster = user[keep], item[keep], in_cluster[keep]
+        starts = np.searchsorted(user, np.arange(n_local))
+        rank = np.arange(user.size) - starts[user]
+        keep = rank < target[user]
+        user, item, in_cluster = user[keep], item[keep], in_cluster[keep]
+        need = target - np.bincount(user, minlength=n_local)
+        if not need.any():
+            break
+
+    rows: dict[str, np.ndarray] = {"user": user + first_user, "item": item}
+    if spec.with_weights:
+        p = np.where(in_cluster, _P_PLAYS_IN_CLUSTER, _P_PLAYS_NOISE)
+        rows["weight"] = rng.geometric(p).astype(np.float64)
+    if spec.with_timestamps:
+        start = dt.datetime.fromisoformat(spec.start_date).replace(tzinfo=dt.timezone.utc)
+        start_us = int(start.timestamp()) * 1_000_000
+        span_us = spec.time_span_days * 86_400 * 1_000_000
+        join = rng.random(n_local) * _JOIN_FRACTION
+        # Sorting user + u (u in [0, 1)) sorts u within each user: increasing times.
+        frac = np.sort(user + rng.random(user.size)) - user
+        frac = join[user] + frac * (1.0 - join[user])
+        rows["timestamp"] = start_us + (frac * span_us).astype(np.int64)
+    if spec.bad_row_fraction > 0:
+        kinds = 4 if spec.with_weights else 2
+        bad = rng.random(user.size) < spec.bad_row_fraction
+        rows["bad_kind"] = np.where(bad, rng.integers(0, kinds, user.size), -1)
+    return rows
+
+
+def _to_batches(spec: SyntheticSpec, schema: pa.Schema, chunk: int) -> Iterator[pa.RecordBatch]:
+    rows = _chunk_rows(spec, chunk)
+    first_user = chunk * spec.users_per_chunk
+    n_local = min(spec.users_per_chunk, spec.n_users - first_user)
+    user_ids = _ids("u", first_user, first_user + n_local, spec.n_users)
+    item_ids = _item_ids(spec.n_items)
+    kind = rows.get("bad_kind")
+    for lo in range(0, rows["user"].size, _BATCH_ROWS):
+        sl = slice(lo, lo + _BATCH_ROWS)
+        bad = kind[sl] if kind is not None else None
+        user_col = user_ids.take(pa.array(rows["user"][sl] - first_user))
+        item_col = item_ids.take(pa.array(rows["item"][sl]))
+        if bad is not None:
+            user_col = _null_where(user_col, bad == 0)
+            item_col = _null_where(item_col, bad == 1)
+        cols = [user_col, item_col]
+        if spec.with_weights:
+            weight = rows["weight"][sl].copy()
+            if bad is not None:
+                weight[bad == 2] = -weight[bad == 2]
+                weight[bad == 3] = np.nan
+            cols.append(pa.array(weight, type=pa.float64()))
+        if spec.with_timestamps:
+            cols.append(pa.array(rows["timestamp"][sl], type=schema.field(TIMESTAMP).type))
+        yield pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def _null_where(arr: pa.Array, mask: npt.NDArray[np.bool_]) -> pa.Array:
+    if not mask.any():
+        return arr
+    import pyarrow.compute as pc
+
+    return pc.if_else(pa.array(mask), pa.nulls(len(arr), arr.type), arr)
+
+
+def _tag_chunk(spec: SyntheticSpec, schema: pa.Schema, chunk: int) -> Iterator[pa.RecordBatch]:
+    st = _structure(spec)
+    rng = np.random.default_rng([spec.seed, _STREAM_TAGS, chunk])
+    lo = chunk * _ITEMS_PER_TAG_CHUNK
+    hi = min(lo + _ITEMS_PER_TAG_CHUNK, spec.n_items)
+    items = np.arange(lo, hi, dtype=np.int64)
+    n_tags = 1 + rng.poisson(spec.tags_per_item - 1.0, items.size)
+    n_tags = np.minimum(n_tags, spec.n_tags)
+    # Oversample 3x then dedupe per item; short items keep what they got (>= 1 tag).
+    draws = np.repeat(items, 3 * n_tags)
+    from_sig = rng.random(draws.size) < _TAG_AFFINITY
+    slot = rng.integers(0, st.signature_tags.shape[1], draws.size)
+    sig = st.signature_tags[st.item_cluster[draws], slot]
+    glob = np.searchsorted(st.tag_cdf, rng.random(draws.size), side="right")
+    glob = np.minimum(glob, spec.n_tags - 1)
+    tag = np.where(from_sig, sig, glob)
+    keep = _dedupe_by_user(draws, tag, spec.n_tags)
+    draws, tag = draws[keep], tag[keep]
+    rank = np.arange(draws.size) - np.searchsorted(draws, draws)
+    keep = rank < n_tags[draws - lo]
+    draws, tag = draws[keep], tag[keep]
+    names = pa.array(_tag_names(spec.n_tags), type=pa.string())
+    item_ids = _item_ids(spec.n_items)
+    for start in range(0, draws.size, _BATCH_ROWS):
+        sl = slice(start, start + _BATCH_ROWS)
+        yield pa.RecordBatch.from_arrays(
+            [
+                item_ids.take(pa.array(draws[sl])),
+                names.take(pa.array(tag[sl])),
+                pa.array(np.ones(draws[sl].size), type=pa.float64()),
+            ],
+            schema=schema,
+        )
+
+
+def _spark_schema(spec: SyntheticSpec) -> StructType:
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType, TimestampType
+
+    fields = [StructField(USER_ID, StringType(), True), StructField(ITEM_ID, StringType(), True)]
+    if spec.with_weights:
+        fields.append(StructField(WEIGHT, DoubleType(), True))
+    if spec.with_timestamps:
+        fields.append(StructField(TIMESTAMP, TimestampType(), True))
+    return StructType(fields)
+
+
+def _arrow_schema(spec: SyntheticSpec, session_tz: str) -> pa.Schema:
+    fields = [pa.field(USER_ID, pa.string()), pa.field(ITEM_ID, pa.string())]
+    if spec.with_weights:
+        fields.append(pa.field(WEIGHT, pa.float64()))
+    if spec.with_timestamps:
+        fields.append(pa.field(TIMESTAMP, pa.timestamp("us", tz=session_tz)))
+    return pa.schema(fields)
+
+
+_TAGS_ARROW_SCHEMA = pa.schema(
+    [pa.field(ITEM_ID, pa.string()), pa.field(FEATURE, pa.string()), pa.field(VALUE, pa.float64())]
+)
+
+
+def _chunk_frame(spark: SparkSession, n_chunks: int, n_partitions: int | None) -> DataFrame:
+    n_partitions = n_chunks if n_partitions is None else max(1, min(n_partitions, n_chunks))
+    return spark.range(0, n_chunks, 1, numPartitions=n_partitions)
+
+
+def interactions_frame(
+    spark: SparkSession, spec: SyntheticSpec, n_partitions: int | None = None
+) -> DataFrame:
+    """Lazy DataFrame of the synthetic interactions (what `generate` writes).
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    spec : SyntheticSpec
+    n_partitions : int, optional
+        Spark partitions (tasks); default one per chunk. Does not change the rows.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        ``user_id`` string, ``item_id`` string, optional ``weight`` double,
+        optional ``timestamp`` timestamp; rows grouped by user, in draw order.
+    """
+    tz = spark.conf.get("spark.sql.session.timeZone") or "UTC"
+    arrow_schema = _arrow_schema(spec, tz)
+
+    def gen(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for chunk in batch.column(0).to_pylist():
+                yield from _to_batches(spec, arrow_schema, int(chunk))
+
+    return _chunk_frame(spark, spec.n_chunks, n_partitions).mapInArrow(gen, _spark_schema(spec))
+
+
+def item_tags_frame(
+    spark: SparkSession, spec: SyntheticSpec, n_partitions: int | None = None
+) -> DataFrame:
+    """Lazy DataFrame of item tags in long form: ``item_id``, ``feature``, ``value`` (1.0)."""
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    schema = StructType(
+        [
+            StructField(ITEM_ID, StringType(), True),
+            StructField(FEATURE, StringType(), True),
+            StructField(VALUE, DoubleType(), True),
+        ]
+    )
+
+    def gen(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for chunk in batch.column(0).to_pylist():
+                yield from _tag_chunk(spec, _TAGS_ARROW_SCHEMA, int(chunk))
+
+    n_chunks = math.ceil(spec.n_items / _ITEMS_PER_TAG_CHUNK)
+    return _chunk_frame(spark, n_chunks, n_partitions).mapInArrow(gen, schema)
+
+
+# ---------------------------------------------------------------------------
+# Public entry points.
+# ---------------------------------------------------------------------------
+
+
+def _join(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+def _path_exists(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` exists, on any Hadoop filesystem (local, HDFS, S3...)."""
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return bool(fs.exists(hpath))
+
+
+def generate(
+    spark: SparkSession, spec: SyntheticSpec, out_dir: str, n_partitions: int | None = None
+) -> dict[str, int]:
+    """Generate the synthetic dataset and write it as Parquet under ``out_dir``.
+
+    Writes ``out_dir/interactions`` (``user_id`` string, ``item_id`` string,
+    optional ``weight`` double, optional ``timestamp`` timestamp) and
+    ``out_dir/item_tags`` (``item_id``, ``feature`` like ``tag_rock``, ``value``
+    1.0), overwriting both. Ids are zero-padded strings (``u0000123``,
+    ``i000045``) so they sort like numbers and cannot be mistaken for indices.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    spec : SyntheticSpec
+        What to generate; fully determines the rows.
+    out_dir : str
+        Local path or Hadoop URI (``hdfs://``, ``s3a://``...).
+    n_partitions : int, optional
+        Tasks (and files) for the interactions; default one per chunk of about
+        ``spec.rows_per_chunk`` rows. Changes the file layout, never the rows.
+
+    Returns
+    -------
+    dict of str to int
+        ``interactions`` and ``item_tags``: rows written (read back from the
+        Parquet footers, cheap); ``bad_rows``: injected bad rows (a scan, only
+        when ``spec.bad_row_fraction > 0``, else 0).
+    """
+    t0 = time.perf_counter()
+    log.info(
+        "generating synthetic data: %d users, %d items, ~%d rows in %d chunks, seed %d -> %s",
+        spec.n_users, spec.n_items, spec.n_interactions, spec.n_chunks, spec.seed, out_dir,
+    )
+    inter_path, tags_path = _join(out_dir, "interactions"), _join(out_dir, "item_tags")
+    interactions_frame(spark, spec, n_partitions).write.mode("overwrite").parquet(inter_path)
+    item_tags_frame(spark, spec).write.mode("overwrite").parquet(tags_path)
+
+    written = spark.read.parquet(inter_path)
+    counts = {
+        "interactions": written.count(),
+        "item_tags": spark.read.parquet(tags_path).count(),
+        "bad_rows": 0,
+    }
+    if spec.bad_row_fraction > 0:
+        from pyspark.sql import functions as F
+
+        cond = F.col(USER_ID).isNull() | F.col(ITEM_ID).isNull()
+        if spec.with_weights:
+            cond = cond | (F.col(WEIGHT) < 0) | F.isnan(F.col(WEIGHT))
+        counts["bad_rows"] = written.filter(cond).count()
+    log.info("synthetic data written in %.1fs: %s", time.perf_counter() - t0, counts)
+    return counts
+
+
+def generate_if_missing(spark: SparkSession, spec: SyntheticSpec, out_dir: str) -> bool:
+    """Generate unless ``out_dir/interactions/_SUCCESS`` exists (e.g. for the demo).
+
+    The check does not compare specs: delete ``out_dir`` after changing the spec.
+
+    Returns
+    -------
+    bool
+        True if data was generated, False if it was already there.
+    """
+    marker = _join(_join(out_dir, "interactions"), "_SUCCESS")
+    if _path_exists(spark, marker):
+        log.info("synthetic data already present (%s); not regenerating", marker)
+        return False
+    generate(spark, spec, out_dir)
+    return True
