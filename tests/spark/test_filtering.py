@@ -1,0 +1,77 @@
+"""Deduplication modes and the iterative min-interactions threshold."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from recspark.data.columns import ITEM_ID, TIMESTAMP, USER_ID, WEIGHT
+from recspark.data.filtering import DEDUPE_MODES, ThresholdPass, apply_min_counts, deduplicate
+from recspark.errors import ConfigError, DataValidationError
+
+pytestmark = pytest.mark.spark
+
+T1, T2, T3 = (dt.datetime(2024, 1, d) for d in (1, 2, 3))
+SCHEMA = f"{USER_ID} string, {ITEM_ID} string, {WEIGHT} double, {TIMESTAMP} timestamp"
+
+
+def test_deduplicate_each_mode(spark):
+    df = spark.createDataFrame(
+        [("u1", "i1", 1.0, T1), ("u1", "i1", 3.0, T3), ("u1", "i1", 2.0, None), ("u2", "i1", 5.0, T2)],
+        SCHEMA,
+    ).repartition(2)
+    expected = {
+        "sum": {("u1", "i1"): 6.0, ("u2", "i1"): 5.0},
+        "max": {("u1", "i1"): 3.0, ("u2", "i1"): 5.0},
+        "count": {("u1", "i1"): 3.0, ("u2", "i1"): 1.0},
+        "binary": {("u1", "i1"): 1.0, ("u2", "i1"): 1.0},
+    }
+    assert set(expected) == set(DEDUPE_MODES)
+    for how, weights in expected.items():
+        out = deduplicate(df, how)
+        assert out.columns == [USER_ID, ITEM_ID, WEIGHT, TIMESTAMP]
+        rows = out.collect()
+        assert {(r[USER_ID], r[ITEM_ID]): r[WEIGHT] for r in rows} == weights, how
+        assert {r[USER_ID]: r[TIMESTAMP] for r in rows} == {"u1": T3, "u2": T2}  # latest
+
+
+def test_deduplicate_rejects_unknown_mode_naming_the_options(spark):
+    df = spark.createDataFrame([("u", "i", 1.0, T1)], SCHEMA)
+    with pytest.raises(ConfigError, match="'mean'.*sum.*max.*count.*binary"):
+        deduplicate(df, "mean")
+
+
+def _chain(spark):
+    # min 2/2: (u4,c) goes (u4 has 1 row) -> c has 1 row -> (u3,c) goes
+    # -> u3 has 1 row -> (u3,b) goes -> stable at {u1,u2} x {a,b}.
+    rows = [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u3", "b"), ("u3", "c"), ("u4", "c")]
+    return spark.createDataFrame([(u, i, 1.0, None) for u, i in rows], SCHEMA)
+
+
+def test_min_counts_iterate_until_both_thresholds_hold(spark):
+    out, passes = apply_min_counts(_chain(spark), min_user_interactions=2, min_item_interactions=2)
+    assert sorted((r[USER_ID], r[ITEM_ID]) for r in out.collect()) == [
+        ("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b")
+    ]
+    assert passes == [
+        ThresholdPass(0, rows=7, users=4, items=3, rows_removed=0),
+        ThresholdPass(1, rows=6, users=3, items=3, rows_removed=1),
+        ThresholdPass(2, rows=5, users=3, items=2, rows_removed=1),
+        ThresholdPass(3, rows=4, users=2, items=2, rows_removed=1),
+        ThresholdPass(4, rows=4, users=2, items=2, rows_removed=0),
+    ]
+    assert out.columns == [USER_ID, ITEM_ID, WEIGHT, TIMESTAMP]
+
+
+def test_min_counts_that_remove_everything_fail_naming_the_settings(spark):
+    with pytest.raises(DataValidationError) as err:
+        apply_min_counts(_chain(spark), min_user_interactions=3, min_item_interactions=2, config_prefix="data.")
+    message = str(err.value)
+    assert "removed every interaction" in message
+    assert "data.min_user_interactions=3" in message and "data.min_item_interactions=2" in message
+
+
+def test_min_counts_hitting_max_passes_fails(spark):
+    with pytest.raises(DataValidationError, match="max_passes=2"):
+        apply_min_counts(_chain(spark), min_user_interactions=2, min_item_interactions=2, max_passes=2)

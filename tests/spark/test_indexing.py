@@ -1,0 +1,90 @@
+"""Id maps: contiguous, deterministic, stable when extended, persisted, applied."""
+
+from __future__ import annotations
+
+import pytest
+
+from recspark.data.columns import ITEM_ID, ITEM_IDX, TIMESTAMP, USER_ID, USER_IDX, WEIGHT
+from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, map_size, save_id_map
+from recspark.errors import DataValidationError
+
+pytestmark = pytest.mark.spark
+
+IDS = ["b", "a", "d", "c", "a", "e", "b", "f", "10", "9"]
+# Sorted as strings: "10" < "9" < "a" < ...
+EXPECTED = {"10": 0, "9": 1, "a": 2, "b": 3, "c": 4, "d": 5, "e": 6, "f": 7}
+
+
+def _as_dict(map_df, id_col=USER_ID, idx_col=USER_IDX):
+    return {r[id_col]: r[idx_col] for r in map_df.collect()}
+
+
+def test_id_map_is_contiguous_and_independent_of_row_order_and_partitioning(spark):
+    maps = []
+    for ids, partitions in ((IDS, 1), (IDS[::-1], 3), (sorted(IDS), 4)):
+        df = spark.createDataFrame([(i,) for i in ids], f"{USER_ID} string").repartition(partitions)
+        map_df = build_id_map(df, USER_ID, USER_IDX)
+        maps.append(_as_dict(map_df))
+        assert map_df.dtypes == [(USER_ID, "string"), (USER_IDX, "int")]
+    assert maps == [EXPECTED] * 3
+    assert map_size(map_df) == 8
+
+
+def test_id_map_offsets_are_right_across_many_sorted_partitions(spark):
+    # Force several range partitions so the per-partition offsets are exercised.
+    ids = [f"id{n:03d}" for n in range(200)]
+    df = spark.createDataFrame([(i,) for i in reversed(ids)], f"{USER_ID} string").repartition(3)
+    conf = {"spark.sql.shuffle.partitions": "5", "spark.sql.adaptive.coalescePartitions.enabled": "false"}
+    old = {k: spark.conf.get(k) for k in conf}
+    try:
+        for k, v in conf.items():
+            spark.conf.set(k, v)
+        map_df = build_id_map(df, USER_ID, USER_IDX)
+        assert map_df.rdd.getNumPartitions() > 1
+        assert _as_dict(map_df) == {i: n for n, i in enumerate(ids)}
+    finally:
+        for k, v in old.items():
+            spark.conf.set(k, v)
+
+
+def test_id_map_with_existing_keeps_known_indices_and_appends_new_ids_in_order(spark):
+    existing = spark.createDataFrame([("m", 0), ("z", 1), ("b", 2)], f"{USER_ID} string, {USER_IDX} int")
+    df = spark.createDataFrame([("c",), ("b",), ("a",), ("m",)], f"{USER_ID} string").repartition(2)
+    extended = build_id_map(df, USER_ID, USER_IDX, existing=existing)
+    # "z" is absent today but keeps its slot: indices are never reused.
+    assert _as_dict(extended) == {"m": 0, "z": 1, "b": 2, "a": 3, "c": 4}
+    assert map_size(extended) == 5
+    # Extending with nothing new is a no-op.
+    again = build_id_map(df, USER_ID, USER_IDX, existing=extended)
+    assert _as_dict(again) == _as_dict(extended)
+
+
+def test_id_map_save_load_round_trip_and_no_silent_overwrite(spark, tmp_path):
+    df = spark.createDataFrame([(i,) for i in IDS], f"{ITEM_ID} string")
+    map_df = build_id_map(df, ITEM_ID, ITEM_IDX)
+    path = str(tmp_path / "id_maps" / "items")
+    save_id_map(map_df, path)
+    loaded = load_id_map(spark, path, id_col=ITEM_ID, idx_col=ITEM_IDX)
+    assert _as_dict(loaded, ITEM_ID, ITEM_IDX) == EXPECTED
+    with pytest.raises(DataValidationError, match="overwrite=True"):
+        save_id_map(map_df, path)
+    with pytest.raises(DataValidationError, match="user_idx"):
+        load_id_map(spark, path, id_col=USER_ID, idx_col=USER_IDX)
+    with pytest.raises(DataValidationError, match="missing_map"):
+        load_id_map(spark, str(tmp_path / "missing_map"))
+
+
+def test_apply_id_maps_replaces_ids_and_refuses_unknown_ids(spark):
+    users = spark.createDataFrame([("u1", 0), ("u2", 1)], f"{USER_ID} string, {USER_IDX} int")
+    items = spark.createDataFrame([("i1", 0), ("i2", 1)], f"{ITEM_ID} string, {ITEM_IDX} int")
+    df = spark.createDataFrame(
+        [("u1", "i2", 2.0), ("u2", "i1", 1.0)], f"{USER_ID} string, {ITEM_ID} string, {WEIGHT} double"
+    )
+    out = apply_id_maps(df, users, items)
+    assert out.dtypes == [(USER_IDX, "int"), (ITEM_IDX, "int"), (WEIGHT, "double"), (TIMESTAMP, "timestamp")]
+    assert sorted((r[USER_IDX], r[ITEM_IDX], r[WEIGHT]) for r in out.collect()) == [(0, 1, 2.0), (1, 0, 1.0)]
+
+    unknown = df.union(spark.createDataFrame([("u9", "i1", 1.0)], df.schema))
+    with pytest.raises(DataValidationError) as err:
+        apply_id_maps(unknown, users, items)
+    assert "1 rows have a user_id missing" in str(err.value) and "'u9'" in str(err.value)

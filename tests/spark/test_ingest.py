@@ -1,0 +1,169 @@
+"""Ingest: schema normalisation, errors that name the problem, and every reject reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+
+from recspark.data.columns import ITEM_ID, REASON, TIMESTAMP, USER_ID, WEIGHT
+from recspark.data.ingest import REJECT_REASONS, TIMESTAMP_RAW, read_interactions, validate_interactions
+from recspark.errors import DataValidationError
+
+pytestmark = pytest.mark.spark
+
+# One input file with a column of every kind the reader must handle.
+MIXED_SCHEMA = (
+    "uid string, iid string, uid_int int, iid_long long, plays int, udouble double, "
+    "wstr string, tbool boolean, ts_str string, ts_fmt string, ts_long long, "
+    "ts_double double, ts_ms long, ts_ts timestamp, extra string"
+)
+MIXED_ROW = (
+    "a", "x", 7, 10**12, 3, 1.0,
+    "3", True, "2024-01-01 10:00:00", "04/03/2024", 86400,
+    1.5, 1_700_000_000_000, dt.datetime(2024, 3, 4, 5, 6, 7), "ignored",
+)
+
+
+@pytest.fixture(scope="module")
+def mixed_path(spark, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ingest") / "mixed")
+    spark.createDataFrame([MIXED_ROW], MIXED_SCHEMA).write.parquet(path)
+    return path
+
+
+def test_read_normalises_names_and_types(spark, mixed_path):
+    df = read_interactions(spark, mixed_path, user_col="uid", item_col="iid", weight_col="plays", timestamp_col="ts_str")
+    assert df.dtypes == [(USER_ID, "string"), (ITEM_ID, "string"), (WEIGHT, "double"),
+                         (TIMESTAMP, "timestamp"), (TIMESTAMP_RAW, "string")]
+    row = df.first()
+    assert (row[USER_ID], row[ITEM_ID], row[WEIGHT]) == ("a", "x", 3.0)
+    assert row[TIMESTAMP] == dt.datetime(2024, 1, 1, 10, 0)
+    assert row[TIMESTAMP_RAW] == "2024-01-01 10:00:00"
+
+
+def test_read_casts_integer_ids_to_strings_and_defaults_weight_and_timestamp(spark, mixed_path):
+    row = read_interactions(spark, mixed_path, user_col="uid_int", item_col="iid_long").first()
+    assert (row[USER_ID], row[ITEM_ID], row[WEIGHT]) == ("7", "1000000000000", 1.0)
+    assert row[TIMESTAMP] is None and row[TIMESTAMP_RAW] is None
+
+
+def test_read_parses_each_timestamp_kind(spark, mixed_path):
+    cases = {
+        ("ts_long", None): dt.datetime(1970, 1, 2),  # epoch seconds
+        ("ts_double", None): dt.datetime(1970, 1, 1, 0, 0, 1, 500000),
+        ("ts_ts", None): dt.datetime(2024, 3, 4, 5, 6, 7),
+        ("ts_fmt", "dd/MM/yyyy"): dt.datetime(2024, 3, 4),
+        ("ts_ms", None): None,  # milliseconds are out of range: null, rejected by validation
+        ("ts_fmt", None): None,  # not ISO: null, rejected by validation
+    }
+    for (col, fmt), expected in cases.items():
+        df = read_interactions(spark, mixed_path, user_col="uid", item_col="iid", timestamp_col=col, timestamp_format=fmt)
+        assert df.first()[TIMESTAMP] == expected, (col, fmt)
+
+
+def test_read_glob(spark, tmp_path):
+    for day in (1, 2):
+        spark.createDataFrame([(f"u{day}", "i")], "u string, i string").write.parquet(str(tmp_path / f"day={day}"))
+    df = read_interactions(spark, str(tmp_path / "day=*"), user_col="u", item_col="i")
+    assert sorted(r[USER_ID] for r in df.collect()) == ["u1", "u2"]
+
+
+def test_read_missing_path_names_it(spark, tmp_path):
+    with pytest.raises(DataValidationError, match="no_such_folder"):
+        read_interactions(spark, str(tmp_path / "no_such_folder"), user_col="u", item_col="i")
+
+
+def test_read_missing_column_names_it_and_lists_available(spark, mixed_path):
+    with pytest.raises(DataValidationError) as err:
+        read_interactions(spark, mixed_path, user_col="uid", item_col="item")
+    assert "item_col='item'" in str(err.value)
+    assert "'iid'" in str(err.value) and "'ts_str'" in str(err.value)
+
+
+def test_read_empty_input(spark, tmp_path):
+    path = str(tmp_path / "empty")
+    spark.createDataFrame([], "uid string, iid string").write.parquet(path)
+    with pytest.raises(DataValidationError, match="no rows"):
+        read_interactions(spark, path, user_col="uid", item_col="iid")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"user_col": "udouble"}, "'udouble'.*double"),
+        ({"weight_col": "wstr"}, "'wstr'.*string"),
+        ({"timestamp_col": "tbool"}, "'tbool'.*boolean"),
+    ],
+)
+def test_read_rejects_unusable_types(spark, mixed_path, kwargs, message):
+    args = {"user_col": "uid", "item_col": "iid", **kwargs}
+    with pytest.raises(DataValidationError, match=message):
+        read_interactions(spark, mixed_path, **args)
+
+
+GOOD = [("u1", "good1", 1.0, "2024-01-01 00:00:00"), ("u2", "good2", 2.0, None)]
+# One bad row per case; the expected reason is the first failing check.
+BAD = {
+    "null_user": (None, "null_user", 1.0, None, "missing_user_id"),
+    "blank_user": ("  ", "blank_user", 1.0, None, "missing_user_id"),
+    "null_item": ("u", None, 1.0, None, "missing_item_id"),
+    "empty_item": ("u", "", 1.0, None, "missing_item_id"),
+    "null_weight": ("u", "null_weight", None, None, "missing_weight"),
+    "nan_weight": ("u", "nan_weight", math.nan, None, "missing_weight"),
+    "inf_weight": ("u", "inf_weight", math.inf, None, "infinite_weight"),
+    "neg_inf_weight": ("u", "neg_inf_weight", -math.inf, None, "infinite_weight"),
+    "negative_weight": ("u", "negative_weight", -0.5, None, "negative_weight"),
+    "bad_time": ("u", "bad_time", 1.0, "not a time", "unparseable_timestamp"),
+    "two_problems": (None, "two_problems", -1.0, "not a time", "missing_user_id"),
+}
+
+
+def _interactions(spark, tmp_path, rows):
+    path = str(tmp_path / "in")
+    spark.createDataFrame(rows, "u string, i string, w double, ts string").write.parquet(path)
+    return read_interactions(spark, path, user_col="u", item_col="i", weight_col="w", timestamp_col="ts")
+
+
+def test_validate_gives_each_bad_row_its_reason_and_counts_them(spark, tmp_path):
+    df = _interactions(spark, tmp_path, [*GOOD, *(b[:4] for b in BAD.values())])
+    clean, report = validate_interactions(df, rejects_path=str(tmp_path / "rej"), max_reject_fraction=1.0)
+
+    assert report.counts == {r: sum(b[4] == r for b in BAD.values()) for r in REJECT_REASONS}
+    assert report.rows_read == 13 and report.rows_rejected == 11 and report.rows_kept == 2
+    assert report.fraction == pytest.approx(11 / 13)
+    assert report.as_metrics()["rejects_missing_user_id"] == 3
+    assert sorted(r[ITEM_ID] for r in clean.collect()) == ["good1", "good2"]
+    assert clean.columns == [USER_ID, ITEM_ID, WEIGHT, TIMESTAMP]
+
+    rejects = spark.read.parquet(str(tmp_path / "rej"))
+    assert rejects.dtypes == [(c, "string") for c in (USER_ID, ITEM_ID, WEIGHT, TIMESTAMP, REASON)]
+    got = {(r[USER_ID], r[ITEM_ID]): (r[WEIGHT], r[TIMESTAMP], r[REASON]) for r in rejects.collect()}
+    expected = {
+        (b[0], b[1]): (None if b[2] is None else str(float(b[2])).replace("nan", "NaN").replace("inf", "Infinity"), b[3], b[4])
+        for b in BAD.values()
+    }
+    assert got == expected  # original values as strings, one reason each
+
+
+def test_validate_without_rejects_writes_empty_dataset(spark, tmp_path):
+    df = _interactions(spark, tmp_path, GOOD)
+    clean, report = validate_interactions(df, rejects_path=str(tmp_path / "rej"))
+    assert report.rows_rejected == 0 and report.rows_read == 2 and clean.count() == 2
+    rejects = spark.read.parquet(str(tmp_path / "rej"))
+    assert rejects.count() == 0
+    assert rejects.columns == [USER_ID, ITEM_ID, WEIGHT, TIMESTAMP, REASON]
+
+
+def test_validate_fails_above_max_reject_fraction_with_counts_example_and_setting(spark, tmp_path):
+    df = _interactions(spark, tmp_path, [*GOOD, ("u", "i", -2.0, None), ("u", None, 1.0, None)])
+    with pytest.raises(DataValidationError) as err:
+        validate_interactions(df, rejects_path=str(tmp_path / "rej"), max_reject_fraction=0.1, config_prefix="data.")
+    message = str(err.value)
+    assert "2 of 4 rows" in message
+    assert "negative_weight=1" in message and "missing_item_id=1" in message
+    assert "raise data.max_reject_fraction" in message
+    assert "Example rejected row: {" in message and "'reason': '" in message
+    # the rejects are kept for inspection even though the run failed
+    assert spark.read.parquet(str(tmp_path / "rej")).count() == 2
