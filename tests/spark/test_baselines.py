@@ -1,0 +1,90 @@
+"""Popularity and random baselines, through the same evaluation code as the models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recspark.data.columns import ITEM_IDX, RANK, USER_IDX
+from recspark.evaluation.ranking import evaluate, evaluate_baselines, metric_names, recommend
+from recspark.models.baselines import PopularityScorer, RandomScorer
+
+pytestmark = pytest.mark.spark
+
+INTERACTIONS = "user_idx int, item_idx int, weight double"
+
+
+def test_popularity_ranks_items_by_distinct_user_count(spark):
+    # Item 3: 3 users (user 0 twice, counted once); item 1: 2 users; item 0: 1 user;
+    # items 2 and 4: never seen -> tie at 0, broken by index.
+    rows = [(0, 3, 1.0), (0, 3, 2.0), (1, 3, 1.0), (2, 3, 1.0), (1, 1, 1.0), (2, 1, 1.0),
+            (0, 0, 1.0)]
+    train = spark.createDataFrame(rows, INTERACTIONS)
+    scorer = PopularityScorer.fit(train, n_items=5)
+    assert scorer.counts.tolist() == [1.0, 2.0, 0.0, 3.0, 0.0]
+
+    users = spark.createDataFrame([(7,), (0,)], "user_idx int")
+    recs = recommend(scorer, train, k=4, users=users).orderBy(USER_IDX, RANK).collect()
+    by_user = {}
+    for r in recs:
+        by_user.setdefault(r[USER_IDX], []).append(r[ITEM_IDX])
+    assert by_user[7] == [3, 1, 0, 2]  # unseen user: global popularity order
+    assert by_user[0] == [1, 2, 4]  # seen items 0 and 3 excluded; only 3 left
+    scorer.unpersist()
+
+
+def test_random_scorer_is_deterministic_per_user_and_seed():
+    scorer = RandomScorer(n_items=50, seed=3)
+    block = scorer.score_block(np.array([4, 9, 2]), None)
+    alone = scorer.score_block(np.array([9]), None)
+    assert block.dtype == np.float32 and block.shape == (3, 50)
+    np.testing.assert_array_equal(block[1], alone[0])  # independent of the block
+    np.testing.assert_array_equal(block, RandomScorer(50, seed=3).score_block(np.array([4, 9, 2]),
+                                                                              None))
+    assert not np.array_equal(block, RandomScorer(50, seed=4).score_block(np.array([4, 9, 2]),
+                                                                          None))
+
+
+@pytest.fixture(scope="module")
+def random_split(spark):
+    rng = np.random.default_rng(5)
+    n_users, n_items, n_train, n_test = 300, 100, 10, 5
+    train_rows, test_rows = [], []
+    for u in range(n_users):
+        items = rng.choice(n_items, n_train + n_test, replace=False)
+        train_rows += [(u, int(i), 1.0) for i in items[:n_train]]
+        test_rows += [(u, int(i), 1.0) for i in items[n_train:]]
+    train = spark.createDataFrame(train_rows, INTERACTIONS)
+    test = spark.createDataFrame(test_rows, INTERACTIONS)
+    return train, test, n_items, n_train, n_test
+
+
+@pytest.fixture(scope="module")
+def baseline_reports(random_split):
+    train, test, n_items, _, _ = random_split
+    return evaluate_baselines(train, test, n_items, seed=1, ks=(10,))
+
+
+def test_random_baseline_is_at_chance_level(random_split, baseline_reports):
+    _, _, n_items, n_train, n_test = random_split
+    report = baseline_reports["random"]
+    n_eligible = n_items - n_train
+    assert report["precision_at_10"] == pytest.approx(n_test / n_eligible, abs=0.015)
+    assert report["recall_at_10"] == pytest.approx(10 / n_eligible, abs=0.03)
+    assert report["auc"] == pytest.approx(0.5, abs=0.03)
+    assert report["n_users_evaluated"] == 300
+
+
+def test_random_baseline_is_reproducible_across_partitionings(random_split, baseline_reports):
+    train, test, n_items, _, _ = random_split
+    again = evaluate(RandomScorer(n_items, seed=1), train.repartition(3), test.repartition(2),
+                     ks=(10,))
+    assert again == baseline_reports["random"]
+
+
+def test_both_baselines_are_reported_on_the_same_split(baseline_reports):
+    assert set(baseline_reports) == {"popularity", "random"}
+    for report in baseline_reports.values():
+        assert report["n_users_evaluated"] == 300
+        for name in metric_names((10,)):
+            assert 0.0 <= report[name] <= 1.0, name
