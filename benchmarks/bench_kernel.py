@@ -16,7 +16,8 @@ LightFM is a benchmark-only dependency (never in ``install_requires``)::
 
 Run::
 
-    python benchmarks/bench_kernel.py                      # ~2-4 minutes
+    python benchmarks/bench_kernel.py                      # ~1 minute
+    python benchmarks/bench_kernel.py --repeats 5          # medians, for reports
     python benchmarks/bench_kernel.py --loss bpr --json /tmp/bench.json
 """
 
@@ -177,6 +178,21 @@ def print_table(rows):
               f"{r['wall_s']:>7.2f} {r['samples_per_cpu_s']:>14,.0f} {upd:>9} {p5:>6}")
 
 
+def print_summary(rows, repeats):
+    """Medians over epochs and repeats (speed) and over repeats (final p@5)."""
+    print(f"\nmedians over {repeats} repeat(s)")
+    header = f"{'dataset':<10} {'model':<9} {'samples/cpu-s':>14} {'p@5':>6}  {'p@5 per repeat'}"
+    print(header)
+    print("-" * len(header))
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        for model in dict.fromkeys(r["model"] for r in rows if r["dataset"] == dataset):
+            sel = [r for r in rows if r["dataset"] == dataset and r["model"] == model]
+            speed = float(np.median([r["samples_per_cpu_s"] for r in sel]))
+            p5 = [r["precision_at_5"] for r in sel if r["precision_at_5"] is not None]
+            print(f"{dataset:<10} {model:<9} {speed:>14,.0f} {float(np.median(p5)):>6.3f}  "
+                  + " ".join(f"{v:.3f}" for v in p5))
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--loss", choices=["warp", "bpr"], default="warp")
@@ -193,6 +209,9 @@ def parse_args(argv):
     parser.add_argument("--datasets", default="synthetic,ml100k")
     parser.add_argument("--no-lightfm", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run everything this many times (seeds seed, seed+1, ...) and "
+                             "print medians; the machine is shared, so use >= 3")
     parser.add_argument("--json", type=Path, help="write the rows here")
     return parser.parse_args(argv)
 
@@ -201,20 +220,29 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args(argv)
     rows = []
-    for name in args.datasets.split(","):
-        if name == "synthetic":
-            data = synthetic(args.n_users, args.n_items, args.n_interactions, seed=args.seed)
-        elif name == "ml100k":
-            if not args.ml100k.is_file():
-                log.warning("ml100k: %s not found; skipping", args.ml100k)
-                continue
-            data = movielens(args.ml100k)
-        else:
-            log.error("unknown dataset %r (expected synthetic, ml100k)", name)
-            return 2
-        dataset_rows, _ = run_dataset(name, *data, args)
-        rows.extend(dataset_rows)
-    print_table(rows)
+    base_seed = args.seed
+    for repeat in range(args.repeats):
+        # The data set stays fixed; the model seed (init, shuffles, draws) varies.
+        args.seed = base_seed + repeat
+        for name in args.datasets.split(","):
+            if name == "synthetic":
+                data = synthetic(args.n_users, args.n_items, args.n_interactions, seed=base_seed)
+            elif name == "ml100k":
+                if not args.ml100k.is_file():
+                    log.warning("ml100k: %s not found; skipping", args.ml100k)
+                    continue
+                data = movielens(args.ml100k)
+            else:
+                log.error("unknown dataset %r (expected synthetic, ml100k)", name)
+                return 2
+            dataset_rows, _ = run_dataset(name, *data, args)
+            for row in dataset_rows:
+                row["repeat"] = repeat
+            rows.extend(dataset_rows)
+    args.seed = base_seed
+    if args.repeats == 1:
+        print_table(rows)
+    print_summary(rows, args.repeats)
     if args.json:
         args.json.write_text(json.dumps(
             {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))

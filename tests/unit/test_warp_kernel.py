@@ -129,6 +129,67 @@ def test_candidate_schedule_doubles_up_to_cap():
     assert [candidate_chunk_size("bpr", r, 10) for r in range(5)] == [1, 2, 4, 8, 8]
 
 
+def test_warp_schedule_never_draws_past_the_remaining_draws():
+    # No positives drawn: 1 + 2 + 4 + 3 = max_sampled, nothing drawn past the cap.
+    assert [candidate_chunk_size("warp", r, 10, rem) for r, rem in enumerate([10, 9, 7, 3])] == [
+        1, 2, 4, 3,
+    ]
+    assert candidate_chunk_size("warp", 5, 10, remaining=0) == 1
+    assert candidate_chunk_size("bpr", 2, 10, remaining=1) == 4  # BPR ignores it
+
+
+def test_adagrad_accumulates_squares_of_each_contribution_of_a_repeated_item():
+    """Two rows of one batch share the positive item: its accumulator grows by
+    the sum of the two squared contributions, as two sequential steps would
+    add (not by the square of their sum)."""
+    users = np.array([0, 1], dtype=np.int64)
+    items = np.array([0, 0], dtype=np.int64)
+    n_items = 5
+    positives = sp.csr_matrix((np.ones(2), (users, items)), shape=(2, n_items))
+    user_side, item_side = make_sides(2, n_items, k=4)
+    user_side.embeddings[:] = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], np.float32)
+    item_side.embeddings[:] = 0.0  # every score 0: both rows update at draw 1
+    before = item_side.emb_accum[0].copy()
+    stats = fit_epoch(user_side, item_side, identity(2), identity(n_items), users, items, None,
+                      positives, KernelParams(batch_size=2), np.random.default_rng(0))
+    assert stats.n_updates == 2
+    c = np.log(n_items - 1)  # rank weight at the first draw
+    np.testing.assert_allclose(item_side.emb_accum[0] - before, [c * c, c * c, 0, 0], rtol=1e-5)
+    np.testing.assert_allclose(item_side.bias_accum[0], 1 + 2 * c * c, rtol=1e-5)
+
+
+def test_item_accum_scale_multiplies_item_accumulator_growth_only():
+    """The trainer's shard correction: item accumulators grow item_accum_scale x g^2, user ones g^2."""
+    users = np.array([0], dtype=np.int64)
+    items = np.array([0], dtype=np.int64)
+    n_items = 5
+    positives = sp.csr_matrix((np.ones(1), (users, items)), shape=(1, n_items))
+    grown = {}
+    for scale in (1.0, 3.0):
+        user_side, item_side = make_sides(1, n_items, k=4)
+        user_side.embeddings[:] = np.array([[1, 0, 0, 0]], np.float32)
+        item_side.embeddings[:] = 0.0
+        fit_epoch(user_side, item_side, identity(1), identity(n_items), users, items, None, positives,
+                  KernelParams(batch_size=1), np.random.default_rng(0), item_accum_scale=scale)
+        grown[scale] = (item_side.bias_accum[0] - 1.0, user_side.emb_accum.copy())
+    assert grown[3.0][0] == pytest.approx(3 * grown[1.0][0], rel=1e-5)
+    np.testing.assert_array_equal(grown[3.0][1], grown[1.0][1])
+
+
+def test_n_items_total_sets_the_warp_rank_estimate():
+    """A block of the catalogue keeps the global rank estimate floor((n_items_total - 1) / draws)."""
+    users = np.zeros(1, dtype=np.int64)
+    items = np.zeros(1, dtype=np.int64)
+    n_items = 10
+    positives = sp.csr_matrix((np.ones(1), (users, items)), shape=(1, n_items))
+    user_side, item_side = make_sides(1, n_items, k=4)
+    item_side.embeddings[:] = 0.0
+    user_side.embeddings[:] = 0.0  # every score 0: the first draw violates
+    stats = fit_epoch(user_side, item_side, identity(1), identity(n_items), users, items, None, positives,
+                      KernelParams(batch_size=1), np.random.default_rng(0), n_items_total=1001)
+    assert stats.loss_sum == pytest.approx(np.log(1000), rel=1e-6)
+
+
 # --------------------------------------------------------------------------
 # Learning planted structure
 # --------------------------------------------------------------------------

@@ -10,14 +10,17 @@ Random-stream contract
 To compare the two implementations exactly, both consume the generator in
 the same way: one ``rng.permutation(n_samples)`` for the visiting order, then
 for each sample that has a possible negative, rounds of
-``rng.integers(0, n_items, size=(1, candidate_chunk_size(loss, round, max_sampled)))``
-until the sample is resolved. With ``batch_size=1`` the fast kernel makes
+``rng.integers(0, n_items, size=(1, candidate_chunk_size(loss, round, max_sampled,
+max_sampled - n_draws)))`` until the sample is resolved (``n_draws``: counted
+draws so far; WARP never draws past the ``max_sampled`` cap). With ``batch_size=1`` the fast kernel makes
 exactly these calls, so both see the same candidates and must produce the
 same parameters up to float32 summation order.
 
 Within one sample, gradient contributions to the same feature (e.g. the
 positive and negative item sharing a tag) are summed before one optimiser
-step, like the kernel does (LightFM would take two consecutive steps).
+step, like the kernel does (LightFM would take two consecutive steps); the
+adagrad accumulator grows by the sum of the contributions' squares, as
+LightFM's two steps would add them.
 
 This module never imports pyspark.
 """
@@ -60,17 +63,23 @@ def _representation(row, side: SideParams, scale: float):
     return rep, bias
 
 
-def _optimiser_step(side: SideParams, feature: int, grad, grad_bias, params, alpha):
-    """Update one feature row and its bias; return the sum of local learning rates."""
+def _optimiser_step(side: SideParams, feature: int, grads, params, alpha):
+    """Update one feature row and its bias; return the sum of local learning rates.
+
+    ``grads`` is ``[emb_grad, bias_grad, emb_grad_sq, bias_grad_sq]``: the
+    sample's summed contributions to this feature and the sums of their
+    squares (adagrad's accumulator grows by the latter, as LightFM adds each
+    contribution's square).
+    """
     lr_sum = 0.0
-    for values, accum, delta, g in (
-        (side.embeddings, side.emb_accum, side.emb_delta_accum, grad),
-        (side.biases, side.bias_accum, side.bias_delta_accum, grad_bias),
+    for values, accum, delta, g, g_sq in (
+        (side.embeddings, side.emb_accum, side.emb_delta_accum, grads[0], grads[2]),
+        (side.biases, side.bias_accum, side.bias_delta_accum, grads[1], grads[3]),
     ):
         g = np.float32(g) if np.ndim(g) == 0 else g.astype(np.float32)
         if params.optimiser == "adagrad":
             local_lr = np.float32(params.learning_rate) / np.sqrt(accum[feature])
-            accum[feature] = accum[feature] + g * g
+            accum[feature] = accum[feature] + g_sq
             values[feature] = values[feature] - local_lr * g
         else:
             rho = np.float32(params.rho)
@@ -140,7 +149,9 @@ def fit_epoch_reference(
 
         negative, n_draws, round_no = None, 0, 0
         while negative is None and (params.loss == "bpr" or n_draws < params.max_sampled):
-            width = candidate_chunk_size(params.loss, round_no, params.max_sampled)
+            width = candidate_chunk_size(
+                params.loss, round_no, params.max_sampled, params.max_sampled - n_draws
+            )
             round_no += 1
             for j in rng.integers(0, n_items, size=(1, width), dtype=np.int64)[0]:
                 j = int(j)
@@ -167,27 +178,35 @@ def fit_epoch_reference(
             stats.loss_sum += float(w) * math.log1p(math.exp(float(s_neg - s_pos)))
 
         # Gradients per feature, summed within the sample.
+        def add(grads, feature, emb, bias):
+            g = grads.setdefault(
+                feature,
+                [np.zeros_like(u_rep), np.float32(0.0), np.zeros_like(u_rep), np.float32(0.0)],
+            )
+            g[0] = g[0] + emb
+            g[1] = g[1] + bias
+            g[2] = g[2] + emb * emb
+            g[3] = g[3] + bias * bias
+
         item_grads: dict[int, list] = {}
         for rep_row, sign in ((item_rows[i], -1.0), (item_rows[negative], 1.0)):
             for feature, x in rep_row:
-                g = item_grads.setdefault(feature, [np.zeros_like(u_rep), np.float32(0.0)])
-                g[0] = g[0] + np.float32(sign * x) * coef * u_rep
-                g[1] = g[1] + np.float32(sign * x) * coef
+                add(item_grads, feature, np.float32(sign * x) * coef * u_rep,
+                    np.float32(sign * x) * coef)
                 stats.item_feature_updates[feature] += 1
         user_grads: dict[int, list] = {}
         for feature, x in user_rows[u]:
-            g = user_grads.setdefault(feature, [np.zeros_like(u_rep), np.float32(0.0)])
-            g[0] = g[0] + np.float32(x) * coef * (n_rep - p_rep)
-            g[1] = g[1] + np.float32(x) * coef  # LightFM moves the user bias too
+            # LightFM moves the user bias too (+coef).
+            add(user_grads, feature, np.float32(x) * coef * (n_rep - p_rep), np.float32(x) * coef)
 
         lr = {"user": {}, "item": {}}
-        for feature, (g, gb) in sorted(item_grads.items()):
+        for feature, grads in sorted(item_grads.items()):
             lr["item"][feature] = _optimiser_step(
-                item_side, feature, g, gb, params, params.item_alpha
+                item_side, feature, grads, params, params.item_alpha
             )
-        for feature, (g, gb) in sorted(user_grads.items()):
+        for feature, grads in sorted(user_grads.items()):
             lr["user"][feature] = _optimiser_step(
-                user_side, feature, g, gb, params, params.user_alpha
+                user_side, feature, grads, params, params.user_alpha
             )
         if regularised:
             incidences = (
