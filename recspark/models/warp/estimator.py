@@ -1,0 +1,291 @@
+"""``RankingFM``: a Spark ML estimator for LightFM-style WARP/BPR, beside ``pyspark.ml`` ALS.
+
+A user (item) is represented by the sum of its feature embeddings — with no
+side features, one identity feature per user/item, so the model is plain
+matrix factorisation with item biases. The loss decides what is optimised:
+
+- ``warp`` (Weston et al. 2011, "WSABIE"): samples negatives until one scores
+  within a margin of 1 of the positive; the update is weighted by
+  ``log(floor((n_items - 1) / n_draws))``, an estimate of the positive's rank,
+  so it optimises the top of the list (precision@k). The default.
+- ``bpr`` (Rendle et al. 2009): one random negative per positive, maximising
+  ``log sigmoid(s_pos - s_neg)``; optimises AUC.
+
+Training runs on the cluster with :class:`~recspark.models.warp.trainer.WarpTrainer`
+(users sharded, item parameters broadcast and merged every epoch). Ids may be
+strings or integers; the fitted model keeps the id maps, so every output uses
+the original ids.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasCheckpointInterval, HasMaxIter, HasSeed
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+import recspark
+from recspark.data.columns import FEATURES, ITEM_ID, ITEM_IDX, SCORE, USER_ID, USER_IDX, WEIGHT
+from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, save_id_map
+from recspark.errors import ConfigError
+from recspark.evaluation.ranking import recommend
+from recspark.models.scoring import FactorScorer
+from recspark.models.warp.kernel import KernelParams
+from recspark.models.warp.state import SideParams
+from recspark.models.warp.trainer import TrainerParams, WarpState, WarpTrainer
+
+# Spark Param name -> KernelParams/TrainerParams field, translated in one place.
+_KERNEL_PARAMS = {"loss": "loss", "learningRate": "learning_rate", "learningSchedule": "optimiser", "rho": "rho",
+                  "epsilon": "epsilon", "userAlpha": "user_alpha", "itemAlpha": "item_alpha",
+                  "maxSampled": "max_sampled", "batchSize": "batch_size"}
+_TRAINER_PARAMS = {"noComponents": "no_components", "maxIter": "epochs", "numShards": "n_shards",
+                   "localPasses": "local_passes", "seed": "seed", "checkpointInterval": "checkpoint_interval",
+                   "strategy": "strategy", "syncsPerEpoch": "syncs_per_epoch"}
+
+
+def _camel(message: str) -> str:
+    """Name parameters in errors the way the user wrote them (``learningRate``, not ``learning_rate``)."""
+    for camel, snake in {**_KERNEL_PARAMS, **_TRAINER_PARAMS}.items():
+        message = re.sub(rf"\b{snake}\b", camel, message)
+    return message
+
+
+class _RankingFMParams(HasMaxIter, HasSeed, HasCheckpointInterval):
+    """Params shared by the estimator and the fitted model."""
+
+    userCol = Param(Params._dummy(), "userCol", "user id column (string or integer)", TypeConverters.toString)
+    itemCol = Param(Params._dummy(), "itemCol", "item id column (string or integer)", TypeConverters.toString)
+    weightCol = Param(Params._dummy(), "weightCol", "sample weight column; '' weighs every row 1",
+                      TypeConverters.toString)
+    loss = Param(Params._dummy(), "loss", "'warp' (precision at the top) or 'bpr' (AUC)", TypeConverters.toString)
+    noComponents = Param(Params._dummy(), "noComponents", "embedding dimension", TypeConverters.toInt)
+    learningRate = Param(Params._dummy(), "learningRate", "initial learning rate", TypeConverters.toFloat)
+    learningSchedule = Param(Params._dummy(), "learningSchedule", "'adagrad' or 'adadelta'",
+                             TypeConverters.toString)
+    rho = Param(Params._dummy(), "rho", "adadelta decay", TypeConverters.toFloat)
+    epsilon = Param(Params._dummy(), "epsilon", "adadelta stabiliser", TypeConverters.toFloat)
+    userAlpha = Param(Params._dummy(), "userAlpha", "L2 penalty on user features", TypeConverters.toFloat)
+    itemAlpha = Param(Params._dummy(), "itemAlpha", "L2 penalty on item features", TypeConverters.toFloat)
+    maxSampled = Param(Params._dummy(), "maxSampled", "WARP: max negatives drawn per positive", TypeConverters.toInt)
+    batchSize = Param(Params._dummy(), "batchSize", "positives per vectorised kernel step", TypeConverters.toInt)
+    numShards = Param(Params._dummy(), "numShards", "user shards trained in parallel; 0: default parallelism",
+                      TypeConverters.toInt)
+    localPasses = Param(Params._dummy(), "localPasses", "kernel passes per shard per epoch", TypeConverters.toInt)
+    strategy = Param(Params._dummy(), "strategy",
+                     "'stratified' (item blocks per round, exact merges) or 'hogwild' (needed for side features)",
+                     TypeConverters.toString)
+    syncsPerEpoch = Param(Params._dummy(), "syncsPerEpoch", "hogwild: item merges per epoch", TypeConverters.toInt)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(userCol="user_id", itemCol="item_id", weightCol="", loss="warp", noComponents=64,
+                         learningRate=0.05, learningSchedule="adagrad", rho=0.95, epsilon=1e-6, userAlpha=0.0,
+                         itemAlpha=0.0, maxSampled=10, batchSize=2048, maxIter=10, seed=42, numShards=0,
+                         localPasses=1, checkpointInterval=5, strategy="hogwild", syncsPerEpoch=1)
+
+    def kernel_params(self) -> KernelParams:
+        return KernelParams(**{field: self.getOrDefault(name) for name, field in _KERNEL_PARAMS.items()})
+
+    def trainer_params(self) -> TrainerParams:
+        values = {field: self.getOrDefault(name) for name, field in _TRAINER_PARAMS.items()}
+        values["n_shards"] = values["n_shards"] or None
+        return TrainerParams(**values)
+
+    def _validate(self) -> None:
+        try:
+            self.kernel_params()
+            self.trainer_params()
+        except ConfigError as err:
+            raise ConfigError(f"{type(self).__name__}: {_camel(str(err))}") from None
+
+
+class RankingFM(Estimator, _RankingFMParams):
+    """WARP/BPR with LightFM semantics, trained across a Spark cluster (see the module docstring).
+
+    Examples
+    --------
+    >>> model = RankingFM(loss="warp", noComponents=32, maxIter=10).fit(likes)  # doctest: +SKIP
+    >>> model.recommendForAllUsers(10).show()  # doctest: +SKIP
+    """
+
+    @keyword_only
+    def __init__(self, *, userCol: str = "user_id", itemCol: str = "item_id", weightCol: str = "",
+                 loss: str = "warp", noComponents: int = 64, learningRate: float = 0.05,
+                 learningSchedule: str = "adagrad", rho: float = 0.95, epsilon: float = 1e-6,
+                 userAlpha: float = 0.0, itemAlpha: float = 0.0, maxSampled: int = 10, batchSize: int = 2048,
+                 maxIter: int = 10, seed: int = 42, numShards: int = 0, localPasses: int = 1,
+                 checkpointInterval: int = 5, strategy: str = "hogwild", syncsPerEpoch: int = 1) -> None:
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **kwargs: Any) -> RankingFM:
+        """Set any of the constructor's keyword params; invalid values raise ConfigError naming the param."""
+        self._set(**self._input_kwargs)
+        self._validate()
+        return self
+
+    def _fit(self, dataset: DataFrame) -> RankingFMModel:
+        user_col, item_col, weight_col = (self.getOrDefault(p) for p in ("userCol", "itemCol", "weightCol"))
+        missing = [c for c in (user_col, item_col, weight_col) if c and c not in dataset.columns]
+        if missing:
+            raise ConfigError(f"RankingFM.fit: column(s) {missing} not in the DataFrame (has {dataset.columns}); "
+                              "set userCol/itemCol/weightCol")
+        weight = F.col(weight_col).cast("double") if weight_col else F.lit(1.0)
+        df = dataset.select(F.col(user_col).cast("string").alias(USER_ID),
+                            F.col(item_col).cast("string").alias(ITEM_ID), weight.alias(WEIGHT))
+        user_map = build_id_map(df, USER_ID, USER_IDX).cache()
+        item_map = build_id_map(df, ITEM_ID, ITEM_IDX).cache()
+        return self.fit_indexed(apply_id_maps(df, user_map, item_map), user_map, item_map)
+
+    def fit_indexed(self, train: DataFrame, user_map: DataFrame, item_map: DataFrame, *,
+                    n_users: int | None = None, n_items: int | None = None,
+                    init: RankingFMModel | None = None,
+                    on_epoch: Callable[[int, dict[str, float], WarpState], None] | None = None) -> RankingFMModel:
+        """Fit on already indexed interactions (``user_idx``, ``item_idx``, ``weight``), as the pipeline does.
+
+        ``init`` warm-starts from a previous model (its users keep their
+        parameters and optimiser state, new users start fresh, training
+        continues for ``maxIter`` more epochs); ``on_epoch`` is called after
+        every epoch (learning curves).
+        """
+        n_users = n_users if n_users is not None else user_map.count()
+        n_items = n_items if n_items is not None else item_map.count()
+        trainer = WarpTrainer(train.sparkSession, self.kernel_params(), self.trainer_params())
+        state = trainer.fit(train, n_users, n_items, init=init.state if init else None, on_epoch=on_epoch)
+        return self._copyValues(RankingFMModel(state, user_map, item_map))
+
+
+class RankingFMModel(Model, _RankingFMParams):
+    """A fitted :class:`RankingFM`: factors, recommendations and pair scores with the original ids."""
+
+    def __init__(self, state: WarpState, user_map: DataFrame, item_map: DataFrame) -> None:
+        super().__init__()
+        self.state = state
+        self.user_map = user_map
+        self.item_map = item_map
+
+    @property
+    def _spark(self) -> SparkSession:
+        return self.user_map.sparkSession
+
+    # -- factors
+
+    def user_factors_indexed(self) -> DataFrame:
+        """``user_idx``, ``features`` (the user representation), ``bias``."""
+        return self.state.user_factors(self._spark)
+
+    def item_factors_indexed(self) -> DataFrame:
+        """``item_idx``, ``features`` (sum of the item's feature embeddings), ``bias``. O(items) on the driver."""
+        reps, biases = self.state.item_representations()
+        pdf = pd.DataFrame({ITEM_IDX: np.arange(len(reps), dtype=np.int32), FEATURES: list(reps),
+                            "bias": biases.astype(np.float32)})
+        return self._spark.createDataFrame(pdf, f"{ITEM_IDX} int, {FEATURES} array<float>, bias float")
+
+    @property
+    def userFactors(self) -> DataFrame:
+        """``id`` (original user id), ``features`` array<float>, ``bias`` float."""
+        return self.user_factors_indexed().join(self.user_map, USER_IDX).select(
+            F.col(USER_ID).alias("id"), FEATURES, "bias")
+
+    @property
+    def itemFactors(self) -> DataFrame:
+        """``id`` (original item id), ``features`` array<float>, ``bias`` float."""
+        return self.item_factors_indexed().join(self.item_map, ITEM_IDX).select(
+            F.col(ITEM_ID).alias("id"), FEATURES, "bias")
+
+    def scorer(self) -> FactorScorer:
+        """The model as a :class:`FactorScorer` (``user · item + item bias``) for evaluation and top-k."""
+        reps, biases = self.state.item_representations()
+        return FactorScorer(reps, self.user_factors_indexed(), item_bias=biases)
+
+    # -- recommendations and scores
+
+    def recommendForAllUsers(self, numItems: int) -> DataFrame:
+        """Top ``numItems`` per user: ``userCol``, ``recommendations`` array<struct<itemCol, score>>.
+
+        Like ALS, items the user interacted with are not excluded (the model
+        does not keep the training data); use
+        :func:`recspark.evaluation.ranking.recommend` with ``train`` to exclude them.
+        """
+        return self._recommend(self.user_map.select(USER_IDX), numItems)
+
+    def recommendForUserSubset(self, dataset: DataFrame, numItems: int) -> DataFrame:
+        """Top ``numItems`` for the users in ``dataset[userCol]`` (unknown users are skipped)."""
+        users = dataset.select(F.col(self.getOrDefault("userCol")).cast("string").alias(USER_ID)).distinct()
+        return self._recommend(users.join(self.user_map, USER_ID).select(USER_IDX), numItems)
+
+    def _recommend(self, users: DataFrame, k: int) -> DataFrame:
+        user_col, item_col = self.getOrDefault("userCol"), self.getOrDefault("itemCol")
+        empty = self._spark.createDataFrame([], f"{USER_IDX} int, {ITEM_IDX} int")
+        recs = recommend(self.scorer(), empty, k=k, users=users, exclude_train=False)
+        recs = recs.join(self.user_map, USER_IDX).join(F.broadcast(self.item_map), ITEM_IDX)
+        ranked = F.array_sort(F.collect_list(F.struct("rank", F.col(ITEM_ID).alias(item_col), SCORE)))
+        return recs.groupBy(F.col(USER_ID).alias(user_col)).agg(
+            F.transform(ranked, lambda s: F.struct(s[item_col].alias(item_col), s[SCORE].alias(SCORE)))
+            .alias("recommendations"))
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        """Add ``prediction`` = user · item + item bias for each (userCol, itemCol) row; null for unknown ids."""
+        user_col, item_col = self.getOrDefault("userCol"), self.getOrDefault("itemCol")
+        users = self.userFactors.select(F.col("id").alias("_uid"), F.col(FEATURES).alias("_uf"))
+        items = self.itemFactors.select(F.col("id").alias("_iid"), F.col(FEATURES).alias("_if"),
+                                        F.col("bias").alias("_ib"))
+        joined = (dataset
+                  .join(users, F.col(user_col).cast("string") == F.col("_uid"), "left")
+                  .join(F.broadcast(items), F.col(item_col).cast("string") == F.col("_iid"), "left"))
+        dot = F.aggregate(F.zip_with("_uf", "_if", lambda a, b: a * b), F.lit(0.0).cast("float"),
+                          lambda acc, x: acc + x)
+        return joined.withColumn("prediction", dot + F.col("_ib")).drop("_uid", "_uf", "_iid", "_if", "_ib")
+
+    # -- persistence
+
+    def save(self, path: str) -> None:
+        """Write the model under ``path`` (params + item side as JSON/NPZ, users and id maps as Parquet).
+
+        ``path`` must be on a filesystem the driver can write with Python for the
+        small item-side files (local or a mounted volume); the large parts are
+        written by Spark.
+        """
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        meta = {"recspark_version": recspark.__version__, "n_users": self.state.n_users,
+                "n_items": self.state.n_items, "epochs_done": self.state.epochs_done,
+                "history": self.state.history,
+                "params": {p.name: self.getOrDefault(p) for p in self.params if self.hasDefault(p) or self.isSet(p)}}
+        (root / "metadata.json").write_text(json.dumps(meta, indent=2))
+        features = sp.csr_matrix(self.state.item_features)
+        np.savez(root / "item_side.npz", **self.state.item_side.to_dict(), features_data=features.data,
+                 features_indices=features.indices, features_indptr=features.indptr,
+                 features_shape=np.array(features.shape))
+        self.state.user_state_frame(self._spark).write.mode("overwrite").parquet(str(root / "user_state"))
+        save_id_map(self.user_map, str(root / "id_maps" / "users"))
+        save_id_map(self.item_map, str(root / "id_maps" / "items"))
+
+    @classmethod
+    def load(cls, spark: SparkSession, path: str) -> RankingFMModel:
+        """Read a model written by :meth:`save`; it can score, recommend and warm-start a new fit."""
+        root = Path(path)
+        meta = json.loads((root / "metadata.json").read_text())
+        with np.load(root / "item_side.npz") as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        features = sp.csr_matrix((arrays.pop("features_data"), arrays.pop("features_indices"),
+                                  arrays.pop("features_indptr")), shape=tuple(arrays.pop("features_shape")))
+        blocks = WarpState.user_blocks_from_frame(spark.read.parquet(str(root / "user_state")))
+        state = WarpState(SideParams.from_dict(arrays), features, blocks, meta["n_users"], meta["n_items"],
+                          meta["epochs_done"], meta["history"])
+        model = cls(state, load_id_map(spark, str(root / "id_maps" / "users")),
+                    load_id_map(spark, str(root / "id_maps" / "items")))
+        model._set(**meta["params"])
+        return model

@@ -1,0 +1,516 @@
+"""Spark side of the WARP/BPR trainer: Hogwild across user shards.
+
+Interactions are sharded by user (``shard = user_idx mod n_shards``), so a
+user's parameters live in exactly one shard for the whole fit. Each epoch:
+
+1. the driver broadcasts the item-side parameters (embeddings, biases,
+   optimiser accumulators) — O(item features x components);
+2. every shard runs the NumPy kernel over its interactions (``mapPartitions``),
+   updating its users in place and a private copy of the item side;
+3. the shards' item-side *deltas* are summed by ``treeAggregate`` and applied
+   on the driver.
+
+``strategy="hogwild"`` (the default) lets every shard update every item;
+each shard's item accumulators anticipate the other shards' gradients so the
+summed steps do not overshoot, and ``syncs_per_epoch`` merges more often.
+``strategy="stratified"`` (DSGD, Gemulla et al., KDD 2011) makes an epoch S
+rounds; in round r shard s trains only on its positives in item block
+(s + r) mod S (blocks re-dealt every epoch), drawing negatives from that
+block, so no item row is updated by two shards at once and merges are exact —
+but a pairwise loss then compares only items of one block per round. Both
+lose some quality against one shard on small catalogues where every item is
+contended (see the README's performance section); identity item features only
+for ``stratified``.
+
+Nothing proportional to interactions or users reaches the driver. Every task
+seeds its RNG from ``(seed, epoch, shard)`` and sorts its rows, so a retried
+task (executor loss) recomputes exactly the same result. Lineage is truncated
+by checkpointing the shard states every ``checkpoint_interval`` epochs.
+
+This is the only module of ``recspark.models.warp`` that runs code on executors.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import scipy.sparse as sp
+from pyspark import RDD, StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX, WEIGHT
+from recspark.errors import ConfigError
+from recspark.models.warp.kernel import KernelParams, check_finite, fit_epoch, representations
+from recspark.models.warp.state import SideParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerParams:
+    """How the fit is distributed (the kernel's own knobs are in ``KernelParams``)."""
+
+    no_components: int = 64
+    epochs: int = 10
+    n_shards: int | None = None  # None: the cluster's default parallelism
+    local_passes: int = 1  # kernel passes over a shard's data per epoch
+    # Item-side merges per epoch: each round trains every shard on a 1/syncs slice
+    # of its data. More rounds keep shards' item vectors from drifting apart.
+    syncs_per_epoch: int = 1
+    seed: int = 42
+    checkpoint_interval: int = 5
+    # "stratified" (DSGD): each round, shard s trains only on item block
+    # (s + round) mod S, so no item row is updated by two shards at once and
+    # summing the shards' deltas is exact; S rounds make an epoch. Needs
+    # identity item features. "hogwild": every shard updates every item and
+    # deltas are summed (``syncs_per_epoch`` rounds, item accumulators scaled
+    # by the shard count to curb overshoot).
+    strategy: Literal["stratified", "hogwild"] = "hogwild"
+
+    def __post_init__(self) -> None:
+        problems = [f"{name} must be >= 1, got {getattr(self, name)}"
+                    for name in ("no_components", "epochs", "local_passes", "syncs_per_epoch", "checkpoint_interval")
+                    if getattr(self, name) < 1]
+        if self.n_shards is not None and self.n_shards < 1:
+            problems.append(f"n_shards must be >= 1 (or None), got {self.n_shards}")
+        if self.strategy not in ("stratified", "hogwild"):
+            problems.append(f"strategy must be 'stratified' or 'hogwild', got {self.strategy!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+# --------------------------------------------------------------------------- shard data
+
+
+@dataclass
+class ShardData:
+    """One shard's interactions in local user rows, sorted (user, item) so order never depends on shuffles.
+
+    ``users[row]`` is the global ``user_idx`` of local row ``row``.
+    """
+
+    users: npt.NDArray[np.int32]
+    rows: npt.NDArray[np.int32]
+    items: npt.NDArray[np.int32]
+    weights: npt.NDArray[np.float32]
+    n_items: int
+
+    @classmethod
+    def from_arrays(cls, user_idx: np.ndarray, item_idx: np.ndarray, weight: np.ndarray, n_items: int) -> ShardData:
+        order = np.lexsort((item_idx, user_idx))
+        user_idx, item_idx, weight = user_idx[order], item_idx[order], weight[order]
+        users, rows = np.unique(user_idx, return_inverse=True)
+        return cls(users.astype(np.int32), rows.astype(np.int32), item_idx.astype(np.int32),
+                   weight.astype(np.float32), n_items)
+
+    def positives(self) -> sp.csr_matrix:
+        """CSR [local users, n_items] of known positives (never sampled as negatives)."""
+        return sp.csr_matrix((np.ones(len(self.items), np.float32), (self.rows, self.items)),
+                             shape=(len(self.users), self.n_items))
+
+    def identity_features(self) -> sp.csr_matrix:
+        return sp.identity(len(self.users), dtype=np.float32, format="csr")
+
+
+@dataclass
+class ItemDelta:
+    """A shard's change to the item side, summed across shards by ``treeAggregate``."""
+
+    arrays: dict[str, np.ndarray]
+    n_samples: int = 0
+    n_updates: int = 0
+    loss_sum: float = 0.0
+
+    def __iadd__(self, other: ItemDelta) -> ItemDelta:
+        for name, value in other.arrays.items():
+            if name in self.arrays:
+                self.arrays[name] += value
+            else:
+                self.arrays[name] = value.copy()
+        self.n_samples += other.n_samples
+        self.n_updates += other.n_updates
+        self.loss_sum += other.loss_sum
+        return self
+
+
+def _merge_deltas(acc: ItemDelta | None, other: ItemDelta | None) -> ItemDelta | None:
+    if acc is None:
+        return other
+    if other is None:
+        return acc
+    acc += other
+    return acc
+
+
+def rounds_per_epoch(params: TrainerParams, n_shards: int) -> int:
+    """Stratified: one round per item block (= shards); hogwild: ``syncs_per_epoch``."""
+    return n_shards if params.strategy == "stratified" else params.syncs_per_epoch
+
+
+def item_block(n_items: int, n_blocks: int, block: int, *, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items of ``block`` (sorted) and each item's position in it (-1 outside) for this epoch.
+
+    Items are dealt into blocks by a permutation drawn from ``(seed, epoch)``
+    alone, so every shard agrees on the blocks, and every pair of items shares
+    a block in some epochs: a pairwise loss only compares items of one block,
+    and fixed blocks would never calibrate scores across blocks.
+    """
+    permutation = np.random.default_rng([seed, epoch, 0xB10C]).permutation(n_items)
+    block_items = np.sort(np.flatnonzero(permutation % n_blocks == block))
+    local_of = np.full(n_items, -1, dtype=np.int64)
+    local_of[block_items] = np.arange(len(block_items))
+    return block_items, local_of
+
+
+def run_shard_epoch(
+    shard_id: int,
+    data: ShardData,
+    user_side: SideParams,
+    item_side: SideParams,
+    item_features: sp.csr_matrix,
+    kernel: KernelParams,
+    *,
+    seed: int,
+    epoch: int,
+    sync_round: int = 0,
+    n_shards: int = 1,
+    params: TrainerParams = TrainerParams(),
+) -> tuple[SideParams, ItemDelta]:
+    """One shard's share of one round of an epoch; returns its users and its item-side delta.
+
+    ``stratified``: the shard trains on its positives in item block
+    ``(shard_id + sync_round) mod n_shards`` with negatives from that block
+    only, on a copy of just that block's item rows, so shards never touch the
+    same item row in a round. ``hogwild``: the shard trains on slice
+    ``sync_round`` of its data against all items; the kernel's item
+    accumulators anticipate the other shards' gradients
+    (``item_accum_scale``) and the accumulator deltas are divided back.
+
+    Pure and deterministic (RNG from ``(seed, epoch, sync_round, shard_id)``),
+    so Spark can retry it; the inputs are not modified.
+    """
+    rng = np.random.default_rng([seed, epoch, sync_round, shard_id])
+    users = user_side.copy()
+    features = data.identity_features()
+    before = item_side.to_dict()
+    n_samples = n_updates = 0
+    loss_sum = 0.0
+    if params.strategy == "stratified" and n_shards > 1:
+        block_items, local_of = item_block(data.n_items, n_shards, (shard_id + sync_round) % n_shards,
+                                           seed=seed, epoch=epoch)
+        mask = local_of[data.items] >= 0
+        rows, items_idx, weights = data.rows[mask], local_of[data.items[mask]], data.weights[mask]
+        positives = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, items_idx)),
+                                  shape=(len(data.users), len(block_items)))
+        items = SideParams.from_dict({name: array[block_items] for name, array in before.items()})
+        block_features = sp.identity(len(block_items), dtype=np.float32, format="csr")
+        fit_kwargs: dict[str, Any] = {"n_items_total": data.n_items}
+    else:
+        rows, items_idx, weights = data.rows, data.items, data.weights
+        rounds = rounds_per_epoch(params, n_shards)
+        if rounds > 1:
+            order = np.random.default_rng([seed, epoch, shard_id, 0x5111CE]).permutation(len(rows))
+            part = np.sort(order[sync_round::rounds])
+            rows, items_idx, weights = rows[part], items_idx[part], weights[part]
+        positives = data.positives()
+        items = item_side.copy()
+        block_items, block_features = None, item_features
+        fit_kwargs = {"item_accum_scale": n_shards}
+    for _ in range(params.local_passes):
+        stats = fit_epoch(users, items, features, block_features, rows, items_idx, weights, positives, kernel, rng,
+                          **fit_kwargs)
+        n_samples += stats.n_samples
+        n_updates += stats.n_updates
+        loss_sum += stats.loss_sum
+    after = items.to_dict()
+    if block_items is not None:
+        arrays = {name: np.zeros_like(before[name]) for name in before}
+        for name in arrays:
+            arrays[name][block_items] = after[name] - before[name][block_items]
+    else:
+        arrays = {name: after[name] - before[name] for name in before}
+        if n_shards > 1:
+            for name in ("emb_accum", "bias_accum"):
+                arrays[name] /= np.float32(n_shards)
+    return users, ItemDelta(arrays, n_samples, n_updates, loss_sum)
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class UserBlock:
+    """A shard's users: global indices and their parameters (rows aligned)."""
+
+    users: npt.NDArray[np.int32]
+    side: SideParams
+
+
+@dataclass
+class WarpState:
+    """A fitted (or warm-startable) model: item side on the driver, user blocks in the cluster.
+
+    ``user_blocks`` is a persisted RDD of ``(shard_id, UserBlock)``; its size is
+    O(users), so it never comes to the driver.
+    """
+
+    item_side: SideParams
+    item_features: sp.csr_matrix
+    user_blocks: RDD
+    n_users: int
+    n_items: int
+    epochs_done: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def item_representations(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Item vectors and biases ``([n_items, k], [n_items])``: sums of their feature rows."""
+        return representations(self.item_features, self.item_side)
+
+    def user_factors(self, spark: SparkSession) -> DataFrame:
+        """DataFrame ``user_idx`` int, ``features`` array<float>, ``bias`` float (identity user features)."""
+        schema = T.StructType([T.StructField(USER_IDX, T.IntegerType(), False),
+                               T.StructField(FEATURES, T.ArrayType(T.FloatType(), False), False),
+                               T.StructField("bias", T.FloatType(), False)])
+
+        def rows(blocks: Iterable[tuple[int, UserBlock]]) -> Iterator[tuple]:
+            for _, block in blocks:
+                for i, user in enumerate(block.users):
+                    yield int(user), block.side.embeddings[i].tolist(), float(block.side.biases[i])
+
+        return spark.createDataFrame(self.user_blocks.mapPartitions(rows), schema)
+
+    def user_state_frame(self, spark: SparkSession) -> DataFrame:
+        """Every user's parameters *and* optimiser state: ``user_idx`` plus one column per array.
+
+        This is what a saved model keeps so the next fit can warm-start
+        (``init=``) with the optimiser where it left off.
+        """
+        names = self.item_side.to_dict().keys()
+        fields = [T.StructField(USER_IDX, T.IntegerType(), False)] + [
+            T.StructField(name, T.ArrayType(T.FloatType(), False) if name.startswith("emb") else T.FloatType(),
+                          False) for name in names]
+
+        def rows(blocks: Iterable[tuple[int, UserBlock]]) -> Iterator[tuple]:
+            for _, block in blocks:
+                arrays = block.side.to_dict()
+                for i, user in enumerate(block.users):
+                    yield (int(user), *[arrays[n][i].tolist() if arrays[n].ndim == 2 else float(arrays[n][i])
+                                        for n in names])
+
+        return spark.createDataFrame(self.user_blocks.mapPartitions(rows), T.StructType(fields))
+
+    @staticmethod
+    def user_blocks_from_frame(frame: DataFrame) -> RDD:
+        """Inverse of :meth:`user_state_frame`: one ``(partition, UserBlock)`` per partition."""
+        names = [c for c in frame.columns if c != USER_IDX]
+
+        def build(index: int, rows: Iterable[Any]) -> Iterator[tuple[int, UserBlock]]:
+            rows = list(rows)
+            if not rows:
+                return
+            users = np.array([r[USER_IDX] for r in rows], dtype=np.int32)
+            arrays = {n: np.array([r[n] for r in rows], dtype=np.float32) for n in names}
+            yield index, UserBlock(users, SideParams.from_dict(arrays))
+
+        return frame.rdd.mapPartitionsWithIndex(build)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _shard_rdd(train: DataFrame, n_shards: int, n_items: int) -> RDD:
+    """``(shard_id, ShardData)`` pairs, shard ``k`` in partition ``k``; built with Arrow, not row by row."""
+    schema = T.StructType([T.StructField("shard", T.IntegerType(), False),
+                           T.StructField("payload", T.BinaryType(), False)])
+
+    def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        shard = table.column("shard").to_numpy()
+        for k in np.unique(shard):
+            mask = shard == k
+            data = ShardData.from_arrays(table.column(USER_IDX).to_numpy()[mask],
+                                         table.column(ITEM_IDX).to_numpy()[mask],
+                                         table.column(WEIGHT).to_numpy()[mask], n_items)
+            yield pa.RecordBatch.from_pydict({"shard": [int(k)], "payload": [pickle.dumps(data, protocol=5)]},
+                                             schema=pa.schema([("shard", pa.int32(), False),
+                                                               ("payload", pa.binary(), False)]))
+
+    sharded = (train.select(F.col(USER_IDX).cast("int"), F.col(ITEM_IDX).cast("int"),
+                            F.col(WEIGHT).cast("float"))
+               .withColumn("shard", F.pmod(F.col(USER_IDX), F.lit(n_shards)).cast("int"))
+               .repartition(n_shards, "shard"))
+    packed = sharded.mapInArrow(pack, schema)
+    return packed.rdd.map(lambda r: (r.shard, pickle.loads(r.payload))).partitionBy(n_shards, lambda k: k)
+
+
+def _is_identity(features: sp.csr_matrix) -> bool:
+    n = features.shape[0]
+    return (features.shape == (n, n) and features.nnz == n and np.array_equal(features.indices, np.arange(n))
+            and np.array_equal(features.indptr, np.arange(n + 1)) and bool(np.all(features.data == 1)))
+
+
+class WarpTrainer:
+    """Drives the epochs on the cluster; see the module docstring for the algorithm."""
+
+    def __init__(self, spark: SparkSession, kernel: KernelParams, params: TrainerParams) -> None:
+        self.spark = spark
+        self.kernel = kernel
+        self.params = params
+
+    def fit(
+        self,
+        train: DataFrame,
+        n_users: int,
+        n_items: int,
+        *,
+        item_features: sp.csr_matrix | None = None,
+        init: WarpState | None = None,
+        epochs: int | None = None,
+        on_epoch: Callable[[int, dict[str, float], WarpState], None] | None = None,
+    ) -> WarpState:
+        """Train on ``train`` (``user_idx``, ``item_idx``, ``weight``); continue from ``init`` when given.
+
+        ``on_epoch(epoch, stats, state)`` is called after every epoch (learning
+        curves, progress); ``stats`` holds seconds, samples/s, updates and loss.
+        """
+        sc = self.spark.sparkContext
+        p, kernel = self.params, self.kernel
+        n_shards = p.n_shards or sc.defaultParallelism
+        if item_features is None:
+            item_features = init.item_features if init else sp.identity(n_items, dtype=np.float32, format="csr")
+        item_features = sp.csr_matrix(item_features, dtype=np.float32)
+        if item_features.shape[0] != n_items:
+            raise ValueError(f"item_features has {item_features.shape[0]} rows but there are {n_items} items")
+        if p.strategy == "stratified" and not _is_identity(item_features):
+            raise ConfigError("strategy='stratified' needs identity item features (side features are shared "
+                              "across item blocks); use strategy='hogwild'")
+        shards = _shard_rdd(train, n_shards, n_items)
+        if init is not None:
+            item_side = init.item_side.copy()
+            state_rdd = self._warm_state(shards, init, n_shards)
+            first_epoch = init.epochs_done
+            history = list(init.history)
+        else:
+            item_side = SideParams.init(item_features.shape[1], p.no_components, kernel.optimiser,
+                                        np.random.default_rng([p.seed, 0xFEA7]))
+            state_rdd = self._fresh_state(shards)
+            first_epoch, history = 0, []
+        state_rdd = state_rdd.persist(StorageLevel.MEMORY_AND_DISK)
+        features_bc = sc.broadcast(item_features)
+        broadcasts: list[Any] = []
+        last_epoch = first_epoch + (epochs or p.epochs)
+        state = None
+        for epoch in range(first_epoch, last_epoch):
+            start = time.perf_counter()
+            totals = ItemDelta({})
+            rounds = rounds_per_epoch(p, n_shards)
+            for sync_round in range(rounds):
+                item_bc = sc.broadcast(item_side)
+                broadcasts.append(item_bc)
+                out = self._epoch_rdd(state_rdd, item_bc, features_bc, epoch, sync_round, n_shards)
+                out = out.persist(StorageLevel.MEMORY_AND_DISK)
+                delta = out.map(lambda kv: kv[1][1]).treeAggregate(None, _merge_deltas, _merge_deltas, depth=2)
+                new_state = out.mapValues(lambda pair: pair[0]).persist(StorageLevel.MEMORY_AND_DISK)
+                last_round = sync_round == rounds - 1
+                checkpoint = (last_round and (epoch + 1) % p.checkpoint_interval == 0
+                              and sc.getCheckpointDir() is not None)
+                if checkpoint:
+                    new_state.checkpoint()
+                new_state.count()  # materialise from the cached output, then drop it
+                out.unpersist()
+                state_rdd.unpersist()
+                state_rdd = new_state
+                if checkpoint:
+                    for bc in broadcasts:  # the truncated lineage no longer needs them
+                        bc.destroy()
+                    broadcasts = []
+                item_side = self._apply(item_side, delta)
+                if delta is not None:
+                    totals.n_samples += delta.n_samples
+                    totals.n_updates += delta.n_updates
+                    totals.loss_sum += delta.loss_sum
+            seconds = time.perf_counter() - start
+            stats = {"epoch_seconds": seconds, "samples_per_s": totals.n_samples / seconds if seconds else 0.0,
+                     "updates": float(totals.n_updates), "mean_loss": totals.loss_sum / max(totals.n_samples, 1)}
+            history.append({"epoch": float(epoch + 1), **stats})
+            state = WarpState(item_side, item_features, state_rdd.mapValues(lambda pair: pair[1]), n_users,
+                              n_items, epoch + 1, history)
+            log.info("epoch %d: %.1fs, %.0f samples/s, %d updates, mean loss %.4f", epoch + 1, seconds,
+                     stats["samples_per_s"], stats["updates"], stats["mean_loss"])
+            if on_epoch is not None:
+                on_epoch(epoch + 1, stats, state)
+        if state is None:
+            raise ConfigError("epochs must be >= 1")
+        return state
+
+    # -- helpers
+
+    def _fresh_state(self, shards: RDD) -> RDD:
+        """``(shard_id, (ShardData, UserBlock))`` with freshly initialised users."""
+        p, optimiser = self.params, self.kernel.optimiser
+
+        def init(shard_id: int, data: ShardData) -> tuple[ShardData, UserBlock]:
+            rng = np.random.default_rng([p.seed, 0x05E7, shard_id])
+            return data, UserBlock(data.users, SideParams.init(len(data.users), p.no_components, optimiser, rng))
+
+        return shards.map(lambda kv: (kv[0], init(kv[0], kv[1])), preservesPartitioning=True)
+
+    def _warm_state(self, shards: RDD, init: WarpState, n_shards: int) -> RDD:
+        """Like ``_fresh_state``, but users of ``init`` keep their parameters and optimiser state."""
+        p, optimiser, epochs_done = self.params, self.kernel.optimiser, init.epochs_done
+
+        def old_rows(block: UserBlock) -> list[tuple[int, tuple[int, dict[str, np.ndarray]]]]:
+            arrays = block.side.to_dict()
+            return [(int(u) % n_shards, (int(u), {name: a[i] for name, a in arrays.items()}))
+                    for i, u in enumerate(block.users)]
+
+        def build(shard_id: int, data: ShardData, rows: Iterable[tuple[int, dict[str, np.ndarray]]]):
+            rng = np.random.default_rng([p.seed, 0x05E7, shard_id, epochs_done])
+            arrays = SideParams.init(len(data.users), p.no_components, optimiser, rng).to_dict()
+            position = {int(u): i for i, u in enumerate(data.users)}
+            for user, row in rows:
+                if user in position:
+                    for name, value in row.items():
+                        arrays[name][position[user]] = value
+            return data, UserBlock(data.users, SideParams.from_dict(arrays))
+
+        previous = init.user_blocks.flatMap(lambda kv: old_rows(kv[1]))
+        grouped = shards.cogroup(previous, numPartitions=n_shards)
+        return grouped.flatMap(
+            lambda kv: [(kv[0], build(kv[0], data, list(kv[1][1]))) for data in kv[1][0]]
+        ).partitionBy(n_shards, lambda k: k)
+
+    def _epoch_rdd(self, state_rdd: RDD, item_bc: Any, features_bc: Any, epoch: int, sync_round: int,
+                   n_shards: int) -> RDD:
+        """Per shard: ``(shard_id, ((ShardData, UserBlock), ItemDelta))`` after one sync round."""
+        p, kernel = self.params, self.kernel
+
+        def run(pairs: Iterator[tuple[int, tuple[ShardData, UserBlock]]]) -> Iterator[tuple[int, tuple]]:
+            for shard_id, (data, block) in pairs:
+                users, delta = run_shard_epoch(shard_id, data, block.side, item_bc.value, features_bc.value,
+                                               kernel, seed=p.seed, epoch=epoch, sync_round=sync_round,
+                                               n_shards=n_shards, params=p)
+                yield shard_id, ((data, UserBlock(data.users, users)), delta)
+
+        return state_rdd.mapPartitions(run, preservesPartitioning=True)
+
+    def _apply(self, item_side: SideParams, delta: ItemDelta | None) -> SideParams:
+        if delta is None:
+            return item_side
+        merged = item_side.to_dict()
+        new_side = SideParams.from_dict({name: merged[name] + delta.arrays[name] for name in merged})
+        check_finite(new_side, "item")
+        return new_side

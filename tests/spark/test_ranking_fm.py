@@ -1,0 +1,88 @@
+"""The RankingFM estimator: Spark ML surface with original ids, param validation, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recspark.errors import ConfigError
+from recspark.models.warp.estimator import RankingFM, RankingFMModel
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def likes(spark):
+    """Two taste groups: users 'a*' like items 'x*', users 'b*' like items 'y*' (string ids)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(60):
+        group = "x" if u % 2 == 0 else "y"
+        for i in rng.choice(20, 8, replace=False):
+            rows.append((f"{'a' if group == 'x' else 'b'}{u}", f"{group}{i}", 1.0))
+    return spark.createDataFrame(pd.DataFrame(rows, columns=["user", "item", "plays"]))
+
+
+@pytest.fixture(scope="module")
+def model(likes):
+    return RankingFM(userCol="user", itemCol="item", weightCol="plays", noComponents=8, maxIter=15,
+                     learningRate=0.1, numShards=2, batchSize=64).fit(likes)
+
+
+def test_factors_carry_original_ids(model, likes):
+    users = model.userFactors.toPandas()
+    items = model.itemFactors.toPandas()
+    assert set(users["id"]) == {r.user for r in likes.select("user").distinct().collect()}
+    assert set(items["id"]) == {r.item for r in likes.select("item").distinct().collect()}
+    assert len(users["features"].iloc[0]) == 8 and "bias" in items.columns
+
+
+def test_recommendations_follow_the_taste_groups(model):
+    recs = model.recommendForAllUsers(5).toPandas()
+    assert len(recs) == 60
+    first = recs.set_index("user")["recommendations"]
+    in_group = [all(r["item"][0] == ("x" if user.startswith("a") else "y") for r in first[user]) for user in first.index]
+    assert np.mean(in_group) > 0.9
+    assert all(len(r) == 5 for r in first)
+
+
+def test_recommend_for_user_subset_skips_unknown_users(model, spark):
+    subset = spark.createDataFrame(pd.DataFrame({"user": ["a0", "b1", "nobody"]}))
+    recs = model.recommendForUserSubset(subset, 3).toPandas()
+    assert sorted(recs["user"]) == ["a0", "b1"]
+
+
+def test_transform_scores_pairs_and_leaves_unknown_ids_null(model, spark):
+    pairs = spark.createDataFrame(pd.DataFrame({"user": ["a0", "a0", "zz"], "item": ["x1", "y1", "x1"]}))
+    out = model.transform(pairs).toPandas().set_index(["user", "item"])
+    assert out.loc[("a0", "x1"), "prediction"] > out.loc[("a0", "y1"), "prediction"]
+    assert pd.isna(out.loc[("zz", "x1"), "prediction"])
+    users = model.userFactors.toPandas().set_index("id")
+    items = model.itemFactors.toPandas().set_index("id")
+    expected = np.dot(users.loc["a0", "features"], items.loc["x1", "features"]) + items.loc["x1", "bias"]
+    assert out.loc[("a0", "x1"), "prediction"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_save_load_round_trip_gives_the_same_scores(model, spark, tmp_path):
+    model.save(str(tmp_path / "m"))
+    loaded = RankingFMModel.load(spark, str(tmp_path / "m"))
+    assert loaded.getOrDefault("noComponents") == 8 and loaded.getOrDefault("userCol") == "user"
+    pairs = spark.createDataFrame(pd.DataFrame({"user": ["a0", "b1"], "item": ["x1", "y2"]}))
+    a = model.transform(pairs).toPandas().sort_values("user")["prediction"].to_numpy()
+    b = loaded.transform(pairs).toPandas().sort_values("user")["prediction"].to_numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert loaded.state.epochs_done == 15
+
+
+@pytest.mark.parametrize("kwargs,name", [({"learningRate": -1.0}, "learningRate"), ({"maxSampled": 0}, "maxSampled"),
+                                         ({"loss": "hinge"}, "loss"), ({"maxIter": 0}, "maxIter"),
+                                         ({"learningSchedule": "sgd"}, "learningSchedule")])
+def test_bad_params_raise_errors_naming_the_param(kwargs, name):
+    with pytest.raises(ConfigError, match=name):
+        RankingFM(**kwargs)
+
+
+def test_fit_names_a_missing_column(likes):
+    with pytest.raises(ConfigError, match="userCol"):
+        RankingFM(userCol="customer").fit(likes)
