@@ -38,6 +38,7 @@ bootstrap() {
   fi
   export PATH="$PWD/$venv/bin:$PATH"
   export PYSPARK_PYTHON="$PWD/$venv/bin/python" PYSPARK_DRIVER_PYTHON="$PWD/$venv/bin/python"
+  export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1}  # local runs stay on loopback
 }
 
 cmd=${1:-}

@@ -32,7 +32,7 @@ EXIT_MODEL = 4
 def configure_logging() -> None:
     """One readable line per event on stderr; Spark's own logging stays at WARN."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+                        datefmt="%H:%M:%S", force=True)
     for noisy in ("py4j", "mlflow", "alembic", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -98,12 +98,17 @@ class WarpConfig:
     user_alpha: float = _bounded(0.0, ge=0.0)
     item_alpha: float = _bounded(0.0, ge=0.0)
     max_sampled: int = _bounded(10, ge=1)
-    batch_size: int = _bounded(4096, ge=1)
+    # Per-interaction sample weight from the interaction weight (binary: all 1, as LightFM's default).
+    sample_weight: Literal["binary", "count", "log1p"] = "binary"
+    batch_size: int = _bounded(1024, ge=1)
     epochs: int = _bounded(10, ge=1)
     # Shards = user partitions trained in parallel; null: the cluster's default parallelism.
     n_shards: int | None = _bounded(None, ge=1)
     local_passes: int = _bounded(1, ge=1)
-    merge: Literal["sum", "mean"] = "sum"
+    # hogwild: every shard updates every item, deltas summed once per sync; stratified: DSGD rounds
+    # over item blocks (exact merges, identity item features only). See recspark/models/warp/trainer.py.
+    strategy: Literal["stratified", "hogwild"] = "hogwild"
+    syncs_per_epoch: int = _bounded(1, ge=1)  # hogwild only: item merges per epoch
     checkpoint_interval: int = _bounded(5, ge=1)
     seed: int = 42
     # Measure test p@k every N epochs for the learning curve (0: only at the end).

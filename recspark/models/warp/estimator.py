@@ -91,7 +91,7 @@ class _RankingFMParams(HasMaxIter, HasSeed, HasCheckpointInterval):
         super().__init__()
         self._setDefault(userCol="user_id", itemCol="item_id", weightCol="", loss="warp", noComponents=64,
                          learningRate=0.05, learningSchedule="adagrad", rho=0.95, epsilon=1e-6, userAlpha=0.0,
-                         itemAlpha=0.0, maxSampled=10, batchSize=2048, maxIter=10, seed=42, numShards=0,
+                         itemAlpha=0.0, maxSampled=10, batchSize=1024, maxIter=10, seed=42, numShards=0,
                          localPasses=1, checkpointInterval=5, strategy="hogwild", syncsPerEpoch=1)
 
     def kernel_params(self) -> KernelParams:
@@ -123,7 +123,7 @@ class RankingFM(Estimator, _RankingFMParams):
     def __init__(self, *, userCol: str = "user_id", itemCol: str = "item_id", weightCol: str = "",
                  loss: str = "warp", noComponents: int = 64, learningRate: float = 0.05,
                  learningSchedule: str = "adagrad", rho: float = 0.95, epsilon: float = 1e-6,
-                 userAlpha: float = 0.0, itemAlpha: float = 0.0, maxSampled: int = 10, batchSize: int = 2048,
+                 userAlpha: float = 0.0, itemAlpha: float = 0.0, maxSampled: int = 10, batchSize: int = 1024,
                  maxIter: int = 10, seed: int = 42, numShards: int = 0, localPasses: int = 1,
                  checkpointInterval: int = 5, strategy: str = "hogwild", syncsPerEpoch: int = 1) -> None:
         super().__init__()

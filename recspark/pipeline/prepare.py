@@ -1,0 +1,89 @@
+"""Interactions Parquet -> the interaction matrix every trainer reads.
+
+ingest -> validate (rejects) -> deduplicate -> threshold -> index -> split -> matrix.
+Every stage runs in Spark; only counts come back to the driver. The outputs
+under ``out_dir`` are ``rejects/``, ``id_maps/{users,items}`` and
+``matrix/{train,test}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from recspark.config import DataConfig, SplitConfig
+from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
+from recspark.data.filtering import ThresholdPass, apply_min_counts, deduplicate
+from recspark.data.indexing import apply_id_maps, build_id_map, map_size, save_id_map
+from recspark.data.ingest import RejectReport, read_interactions, validate_interactions
+from recspark.data.matrix import InteractionMatrix, read_matrix, write_matrix
+from recspark.data.split import check_disjoint, holdout_split, time_split
+from recspark.data.synthetic import generate_if_missing
+from recspark.pipeline.timing import StageTimer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """The matrix plus what the run reports about how it was built."""
+
+    matrix: InteractionMatrix
+    rejects: RejectReport
+    threshold_passes: list[ThresholdPass]
+    counts: dict[str, float] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+def ensure_input(spark: SparkSession, data: DataConfig) -> None:
+    """Generate the synthetic dataset at ``data.path`` when configured and absent (demo runs)."""
+    if data.generate is None:
+        return
+    root = str(Path(data.path).parent)
+    if generate_if_missing(spark, data.generate, root):
+        log.info("generated the synthetic dataset under %s", root)
+
+
+def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, out_dir: str,
+                   timer: StageTimer) -> PreparedData:
+    """Run the data path and write the matrix; returns it re-read from disk (short lineage)."""
+    paths = {name: f"{out_dir}/{name}" for name in ("rejects", "id_maps/users", "id_maps/items", "matrix")}
+    counts: dict[str, float] = {}
+    with timer.stage("ingest"):
+        raw = read_interactions(spark, data.path, user_col=data.user_col, item_col=data.item_col,
+                                weight_col=data.weight_col, timestamp_col=data.timestamp_col,
+                                timestamp_format=data.timestamp_format)
+        clean, report = validate_interactions(raw, rejects_path=paths["rejects"],
+                                              max_reject_fraction=data.max_reject_fraction, config_prefix="data.")
+        counts.update(report.as_metrics())
+    with timer.stage("filter"):
+        deduped = deduplicate(clean, how=data.dedupe)
+        filtered, passes = apply_min_counts(deduped, min_user_interactions=data.min_user_interactions,
+                                            min_item_interactions=data.min_item_interactions, config_prefix="data.")
+        counts["rows_after_dedupe"] = passes[0].rows
+        counts["threshold_passes"] = len(passes) - 1
+        counts["rows_after_threshold"] = passes[-1].rows
+    with timer.stage("index"):
+        # The training job rebuilds its maps from this run's data; the nightly job extends stored ones.
+        user_map = build_id_map(filtered, USER_ID, USER_IDX)
+        item_map = build_id_map(filtered, ITEM_ID, ITEM_IDX)
+        save_id_map(user_map, paths["id_maps/users"], overwrite=True)
+        save_id_map(item_map, paths["id_maps/items"], overwrite=True)
+        n_users, n_items = map_size(user_map), map_size(item_map)
+        indexed = apply_id_maps(filtered, user_map, item_map)
+    with timer.stage("split"):
+        if split.strategy == "holdout":
+            result = holdout_split(indexed, test_user_fraction=split.test_user_fraction, k=split.holdout_k,
+                                   seed=split.seed)
+        else:
+            result = time_split(indexed, last_n=split.time_last_n, cutoff=split.time_cutoff)
+        counts.update(result.counts().as_metrics())
+        check_disjoint(result.train, result.test)
+        write_matrix(result.train, result.test, paths["matrix"], n_users=n_users, n_items=n_items)
+        matrix = read_matrix(spark, paths["matrix"])
+    counts.update(n_users=n_users, n_items=n_items,
+                  density=(matrix.train_rows + matrix.test_rows) / max(n_users * n_items, 1))
+    return PreparedData(matrix=matrix, rejects=report, threshold_passes=passes, counts=counts, paths=paths)

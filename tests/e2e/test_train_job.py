@@ -1,0 +1,144 @@
+"""The training job end to end on generated data: quality, outputs and the MLflow run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from recspark.config import TrainConfig, load_config
+from recspark.pipeline.report import format_summary
+from recspark.pipeline.train import run_training
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.e2e, pytest.mark.spark]
+
+
+def small_demo_overrides(tmp: Path) -> list[str]:
+    """The demo config shrunk to a few seconds of work, writing everything under ``tmp``."""
+    return [
+        f"data.path={tmp}/data/interactions",
+        "data.generate.n_users=3000",
+        "data.generate.n_items=600",
+        "data.generate.n_interactions=60000",
+        f"output.dir={tmp}/out",
+        f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
+        "mlflow.experiment=e2e",
+        "als.max_iter=6",
+        "als.learning_curve=[2, 6]",
+        "warp.epochs=6",
+        "warp.eval_every=3",
+    ]
+
+
+@pytest.fixture(scope="module")
+def demo_run(spark, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    conf = load_config(REPO / "conf" / "demo.yaml", TrainConfig, small_demo_overrides(tmp))
+    summary = run_training(spark, conf)
+    return conf, summary
+
+
+def test_als_beats_popularity_by_a_wide_margin(demo_run):
+    _, summary = demo_run
+    als, pop, rnd = (summary.metrics[m] for m in ("als", "popularity", "random"))
+    assert als["precision_at_5"] > 1.5 * pop["precision_at_5"]
+    assert pop["precision_at_5"] > rnd["precision_at_5"]
+
+
+def test_warp_is_trained_and_evaluated_like_als(demo_run):
+    _, summary = demo_run
+    warp, pop = summary.metrics["warp"], summary.metrics["popularity"]
+    assert set(warp) == set(summary.metrics["als"])
+    assert warp["precision_at_5"] > pop["precision_at_5"]
+    for metrics in summary.metrics.values():
+        assert all(0.0 <= metrics[k] <= 1.0 for k in metrics if k != "n_users_evaluated")
+
+
+def test_stage_counts_are_consistent(demo_run):
+    _, summary = demo_run
+    c = summary.counts
+    assert c["rows_read"] >= 60000 * 0.9
+    assert 0 < c["rows_rejected"] <= 0.01 * c["rows_read"]  # the demo injects 0.1% bad rows
+    assert c["train_rows"] + c["test_rows"] == c["rows_after_threshold"]
+    assert c["test_rows"] == 5 * c["test_users"]
+
+
+def test_outputs_are_written_with_original_ids(demo_run, spark):
+    conf, summary = demo_run
+    out = Path(conf.output.dir)
+    for sub in ("rejects", "id_maps/users", "id_maps/items", "matrix/train", "matrix/test",
+                "models/als/user_factors", "models/als/item_factors", "recommendations/als",
+                "models/warp/user_factors", "models/warp/item_factors", "recommendations/warp",
+                "models/warp/model/user_state"):
+        assert (out / sub / "_SUCCESS").exists(), sub
+    recs = spark.read.parquet(str(out / "recommendations/als"))
+    assert {"user_id", "item_id", "rank", "score"} <= set(recs.columns)
+    assert recs.filter("NOT user_id LIKE 'u%' OR NOT item_id LIKE 'i%'").count() == 0
+    per_user = recs.groupBy("user_id").count()
+    assert per_user.filter(f"count != {conf.evaluation.recommend_k}").count() == 0
+
+
+def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
+    conf, summary = demo_run
+    client = MlflowClient(tracking_uri=summary.tracking_uri)
+    run = client.get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["als.rank"] == str(conf.als.rank)
+    assert run.data.params["split.holdout_k"] == "5"
+    metrics = run.data.metrics
+    for name in ("rows_read", "rows_rejected", "rows_after_threshold", "n_users", "n_items", "train_rows",
+                 "test_rows", "als_test_precision_at_5", "als_test_ndcg_at_10", "als_test_auc",
+                 "popularity_test_precision_at_5", "random_test_precision_at_5", "time_als_fit_s"):
+        assert name in metrics, name
+    curve = client.get_metric_history(summary.run_id, "als_test_precision_at_5")
+    assert sorted(m.step for m in curve) == [2, 6]
+    warp_curve = client.get_metric_history(summary.run_id, "warp_test_precision_at_5")
+    assert sorted(m.step for m in warp_curve) == [3, 6]
+    assert len(client.get_metric_history(summary.run_id, "warp_samples_per_s")) == 6
+    assert "warp_test_auc" in metrics
+    assert run.data.tags["recspark.version"]
+    assert run.data.tags["spark.version"]
+    artifacts = {a.path for a in client.list_artifacts(summary.run_id)}
+    nested = {f"{d}/{a.path.split('/')[-1]}" for d in ("config", "data", "plots")
+              for a in client.list_artifacts(summary.run_id, d)}
+    assert "outputs.json" in artifacts
+    assert {"config/resolved.yaml", "data/rejects_summary.json", "plots/learning_curve_test_precision_at_5.png"} <= nested
+
+
+def test_summary_table_names_models_and_mlflow(demo_run):
+    conf, summary = demo_run
+    text = format_summary(summary, conf.evaluation.ks)
+    for word in ("als", "popularity", "random", "p@5", summary.run_id, "mlflow ui"):
+        assert word in text
+
+
+def run_submit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "spark-submit.sh"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYSPARK_DRIVER_PYTHON": sys.executable,
+                                            "PYSPARK_PYTHON": sys.executable})
+
+
+def test_spark_submit_wrapper_runs_the_job_with_the_package_shipped(tmp_path):
+    """The real entrypoint, as a user runs it: spark-submit, zipped package, exit code 0, summary printed."""
+    overrides = small_demo_overrides(tmp_path) + ["als.learning_curve=[]", "data.generate.n_interactions=30000",
+                                                  "spark.conf.spark.driver.memory=1g"]
+    sets = [x for o in overrides for x in ("--set", o)]
+    result = run_submit("--master", "local[2]", str(REPO / "jobs" / "train.py"), "--conf",
+                        str(REPO / "conf" / "demo.yaml"), *sets, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "recspark run summary" in result.stdout
+    assert (tmp_path / "out" / "recommendations" / "als" / "_SUCCESS").exists()
+
+
+def test_spark_submit_wrapper_exits_2_on_a_bad_config(tmp_path):
+    result = run_submit(str(REPO / "jobs" / "train.py"), "--conf", str(REPO / "conf" / "demo.yaml"),
+                        "--set", "als.rnk=3", cwd=tmp_path)
+    assert result.returncode == 2
+    # spark-submit's PythonRunner merges the driver's stderr into its stdout
+    assert "als.rnk: unknown key (did you mean 'als.rank'?)" in result.stdout + result.stderr
