@@ -1,0 +1,43 @@
+"""Jobs map failures to documented exit codes (a scheduler alerts on them), through spark-submit.sh."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.spark, pytest.mark.e2e]
+
+
+def submit(tmp: Path, *sets: str) -> subprocess.CompletedProcess:
+    args = [str(REPO / "spark-submit.sh"), "--master", "local[1]", str(REPO / "jobs" / "train.py"),
+            "--conf", str(REPO / "conf" / "demo.yaml"), "--set", f"output.dir={tmp}/out",
+            "--set", f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", "--set", "spark.conf.spark.driver.memory=1g"]
+    for item in sets:
+        args += ["--set", item]
+    env = {**os.environ, "PYSPARK_DRIVER_PYTHON": sys.executable, "PYSPARK_PYTHON": sys.executable}
+    return subprocess.run(args, cwd=tmp, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_missing_input_exits_3_naming_the_path(tmp_path):
+    result = submit(tmp_path, "data.generate=null", f"data.path={tmp_path}/nowhere")
+    assert result.returncode == 3
+    assert f"{tmp_path}/nowhere" in result.stdout + result.stderr
+
+
+def test_too_many_rejects_exit_3_and_rejects_are_kept(tmp_path):
+    rows = pd.DataFrame({"user_id": ["u1", None, None, "u2"], "item_id": ["i1", "i2", "i3", "i4"],
+                         "weight": [1.0, 1.0, 1.0, -2.0], "timestamp": pd.to_datetime(["2024-01-01"] * 4)})
+    rows.to_parquet(tmp_path / "bad.parquet", index=False, coerce_timestamps="us")  # Spark reads us, not ns
+    result = submit(tmp_path, "data.generate=null", f"data.path={tmp_path}/bad.parquet")
+    output = result.stdout + result.stderr
+    assert result.returncode == 3
+    assert "data.max_reject_fraction" in output
+    rejects = pd.read_parquet(tmp_path / "out" / "rejects")
+    assert sorted(rejects["reason"]) == ["missing_user_id", "missing_user_id", "negative_weight"]
