@@ -106,6 +106,7 @@ def run_baselines(ctx: _Context) -> None:
     with ctx.timer.stage("baselines_fit"):
         popularity = PopularityScorer.fit(ctx.train, ctx.n_items)
     ctx.score("popularity", popularity)
+    popularity.unpersist()
     ctx.score("random", RandomScorer(ctx.n_items, seed=ctx.conf.evaluation.random_seed))
 
 
