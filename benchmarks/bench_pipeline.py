@@ -72,7 +72,7 @@ def run(spark, name: str, path: str, overrides: list[str], work: Path) -> dict:
         f"data.path={path}", "data.user_col=user_id" if name.startswith("synthetic") else "data.user_col=user",
         "data.item_col=item_id" if name.startswith("synthetic") else "data.item_col=item",
         "data.timestamp_col=null", f"output.dir={work}/{name}", f"mlflow.tracking_uri=sqlite:///{work}/mlflow.db",
-        f"mlflow.experiment=bench-pipeline", "als.rank=64", "als.max_iter=10", "als.learning_curve=[]",
+        "mlflow.experiment=bench-pipeline", f"mlflow.artifact_location={work}/mlruns", "als.rank=64", "als.max_iter=10", "als.learning_curve=[]",
         "warp.enabled=false", "spark.master=null", *overrides,
     ])
     start = time.perf_counter()

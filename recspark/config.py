@@ -140,6 +140,8 @@ class MlflowConfig:
 
     tracking_uri: str | None = None
     experiment: str = "recspark"
+    # Where a *new* experiment keeps artifacts (e.g. s3://bucket/mlflow); null: MLflow's default (./mlruns).
+    artifact_location: str | None = None
     run_name: str | None = None
 
 

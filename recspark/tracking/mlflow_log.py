@@ -50,6 +50,8 @@ def mlflow_run(conf: MlflowConfig, *, spark_version: str, run_name: str | None =
     manager does that), so failed nightly runs are visible in the UI.
     """
     mlflow.set_tracking_uri(resolve_tracking_uri(conf))
+    if conf.artifact_location and mlflow.get_experiment_by_name(conf.experiment) is None:
+        mlflow.create_experiment(conf.experiment, artifact_location=conf.artifact_location)
     mlflow.set_experiment(conf.experiment)
     tags = {"recspark.version": recspark.__version__, "spark.version": spark_version}
     commit = _git_commit()

@@ -6,7 +6,6 @@ Quality floors sit a little below measured values (noise noted inline).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -28,7 +27,7 @@ def ml100k_run(spark, data_dir, tmp_path_factory):
     likes.to_parquet(tmp / "likes.parquet", index=False)  # integer ids and epoch-second timestamps, as delivered
     conf = load_config(None, TrainConfig, [
         f"data.path={tmp}/likes.parquet", "data.user_col=user", "data.item_col=movie", "data.weight_col=null",
-        "data.timestamp_col=ts", f"output.dir={tmp}/out", f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
+        "data.timestamp_col=ts", f"output.dir={tmp}/out", f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", f"mlflow.artifact_location={tmp}/mlruns",
         "als.rank=32", "als.max_iter=10", "als.alpha=10", "als.reg_param=0.05", "als.confidence=binary",
         "warp.epochs=10", "warp.no_components=32", "spark.master=null",
     ])

@@ -28,6 +28,7 @@ def small_demo_overrides(tmp: Path) -> list[str]:
         "data.generate.n_interactions=60000",
         f"output.dir={tmp}/out",
         f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
+        f"mlflow.artifact_location={tmp}/mlruns",
         "mlflow.experiment=e2e",
         "als.max_iter=6",
         "als.learning_curve=[2, 6]",
@@ -108,6 +109,7 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     nested = {f"{d}/{a.path.split('/')[-1]}" for d in ("config", "data", "plots")
               for a in client.list_artifacts(summary.run_id, d)}
     assert "outputs.json" in artifacts
+    assert conf.mlflow.artifact_location in run.info.artifact_uri
     assert {"config/resolved.yaml", "data/rejects_summary.json", "plots/learning_curve_test_precision_at_5.png"} <= nested
 
 

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.spark, pytest.mark.e2e]
 def submit(tmp: Path, *sets: str) -> subprocess.CompletedProcess:
     args = [str(REPO / "spark-submit.sh"), "--master", "local[1]", str(REPO / "jobs" / "train.py"),
             "--conf", str(REPO / "conf" / "demo.yaml"), "--set", f"output.dir={tmp}/out",
-            "--set", f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", "--set", "spark.conf.spark.driver.memory=1g"]
+            "--set", f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
+            "--set", f"mlflow.artifact_location={tmp}/mlruns", "--set", "spark.conf.spark.driver.memory=1g"]
     for item in sets:
         args += ["--set", item]
     env = {**os.environ, "PYSPARK_DRIVER_PYTHON": sys.executable, "PYSPARK_PYTHON": sys.executable}
