@@ -10,6 +10,7 @@ command line with ``--set section.key=value`` (the value is parsed as YAML).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import types
 import typing
@@ -62,6 +63,10 @@ class SplitConfig:
     time_last_n: int | None = _bounded(None, ge=1)
     time_cutoff: str | None = None
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.strategy == "time" and (self.time_last_n is None) == (self.time_cutoff is None):
+            raise ConfigError("strategy 'time' needs exactly one of split.time_last_n or split.time_cutoff")
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,10 @@ class TrainConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
 
+    def __post_init__(self) -> None:
+        if self.split.strategy == "time" and not self.data.timestamp_col:
+            raise ConfigError("split.strategy 'time' needs data.timestamp_col")
+
 
 @dataclass(frozen=True)
 class GenerateConfig:
@@ -254,7 +263,7 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
     try:
         return cls(**kwargs)
     except ConfigError as err:  # a section's own __post_init__ checks
-        problems.append(f"{prefix.rstrip('.') or '<top>'}: {err}")
+        problems.append(f"{prefix.rstrip('.')}: {err}" if prefix else str(err))
         return None
 
 
@@ -270,7 +279,8 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return _convert(inner, value, key, problems)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key + ".", problems)
+        built = _build(tp, value, key + ".", problems)
+        return _INVALID if built is None else built
     if origin is Literal:
         if value not in args:
             problems.append(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
@@ -309,6 +319,8 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
             return _INVALID
         return float(value)
     if tp is str:
+        if isinstance(value, datetime.date):  # YAML reads 2024-06-01 as a date
+            return value.isoformat()
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             problems.append(f"{key}: expected a string, got {value!r}")
             return _INVALID

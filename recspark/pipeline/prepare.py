@@ -84,6 +84,6 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
         check_disjoint(result.train, result.test)
         write_matrix(result.train, result.test, paths["matrix"], n_users=n_users, n_items=n_items)
         matrix = read_matrix(spark, paths["matrix"])
-    counts.update(n_users=n_users, n_items=n_items,
-                  density=(matrix.train_rows + matrix.test_rows) / max(n_users * n_items, 1))
+    density = (matrix.train_rows + matrix.test_rows) / max(n_users * n_items, 1)
+    counts.update(n_users=n_users, n_items=n_items, sparsity=1.0 - density)
     return PreparedData(matrix=matrix, rejects=report, threshold_passes=passes, counts=counts, paths=paths)

@@ -93,7 +93,7 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     assert run.data.params["als.rank"] == str(conf.als.rank)
     assert run.data.params["split.holdout_k"] == "5"
     metrics = run.data.metrics
-    for name in ("rows_read", "rows_rejected", "rows_after_threshold", "n_users", "n_items", "train_rows",
+    for name in ("rows_read", "rows_rejected", "rows_after_threshold", "n_users", "n_items", "sparsity", "train_rows",
                  "test_rows", "als_test_precision_at_5", "als_test_ndcg_at_10", "als_test_auc",
                  "popularity_test_precision_at_5", "random_test_precision_at_5", "time_als_fit_s"):
         assert name in metrics, name

@@ -42,3 +42,18 @@ def test_too_many_rejects_exit_3_and_rejects_are_kept(tmp_path):
     assert "data.max_reject_fraction" in output
     rejects = pd.read_parquet(tmp_path / "out" / "rejects")
     assert sorted(rejects["reason"]) == ["missing_user_id", "missing_user_id", "negative_weight"]
+
+
+def test_generate_job_writes_interactions_and_tags(tmp_path):
+    env = {**os.environ, "PYSPARK_DRIVER_PYTHON": sys.executable, "PYSPARK_PYTHON": sys.executable}
+    result = subprocess.run(
+        [str(REPO / "spark-submit.sh"), "--master", "local[1]", str(REPO / "jobs" / "generate_data.py"),
+         "--conf", str(REPO / "conf" / "generate.yaml"), "--set", f"output={tmp_path}/gen",
+         "--set", "synthetic.n_users=500", "--set", "synthetic.n_items=1000", "--set", "synthetic.n_interactions=10000"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
+    interactions = pd.read_parquet(tmp_path / "gen" / "interactions")
+    tags = pd.read_parquet(tmp_path / "gen" / "item_tags")
+    assert 9000 <= len(interactions) <= 10000
+    assert set(tags["item_id"]) <= set(interactions["item_id"]) | set(tags["item_id"])
+    assert {"user_id", "item_id", "weight", "timestamp"} <= set(interactions.columns)

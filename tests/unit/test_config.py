@@ -78,3 +78,12 @@ def test_flatten_gives_dotted_string_params():
     assert flat["data.generate.n_users"] == "20000"
     assert flat["split.time_cutoff"] == ""
     assert all(isinstance(v, str) for v in flat.values())
+
+
+def test_time_split_settings_are_checked_up_front():
+    with pytest.raises(ConfigError, match="split: strategy 'time' needs exactly one of split.time_last_n"):
+        load_config(None, TrainConfig, ["split.strategy=time"])
+    with pytest.raises(ConfigError, match="needs data.timestamp_col"):
+        load_config(None, TrainConfig, ["split.strategy=time", "split.time_last_n=2", "data.timestamp_col=null"])
+    conf = load_config(None, TrainConfig, ["split.strategy=time", "split.time_cutoff=2024-06-01"])
+    assert conf.split.time_cutoff == "2024-06-01"
