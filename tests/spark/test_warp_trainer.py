@@ -126,6 +126,25 @@ def test_shard_function_is_deterministic_and_leaves_inputs_untouched():
     assert not np.array_equal(out1[0].embeddings, other_epoch[0].embeddings)
 
 
+def test_hogwild_adadelta_merge_keeps_running_averages_non_negative():
+    """Summing 8 shards' adadelta deltas must count the decay of the shared start value once."""
+    rng = np.random.default_rng(0)
+    n_items, n_shards = 30, 8
+    kernel = KernelParams(optimiser="adadelta", batch_size=64)
+    items = SideParams.init(n_items, 4, "adadelta", np.random.default_rng(1))
+    features = sp.identity(n_items, dtype=np.float32, format="csr")
+    shards = [ShardData.from_arrays(rng.integers(0, 20, 400), rng.integers(0, n_items, 400), np.ones(400), n_items)
+              for _ in range(n_shards)]
+    users = [SideParams.init(len(d.users), 4, "adadelta", np.random.default_rng(2)) for d in shards]
+    for epoch in range(4):
+        deltas = [run_shard_epoch(s, d, users[s], items, features, kernel, seed=0, epoch=epoch, n_shards=n_shards,
+                                  params=TrainerParams(strategy="hogwild"))[1] for s, d in enumerate(shards)]
+        merged = items.to_dict()
+        items = SideParams.from_dict({k: merged[k] + sum(d.arrays[k] for d in deltas) for k in merged})
+        for name in ("emb_accum", "emb_delta_accum", "bias_accum", "bias_delta_accum"):
+            assert (getattr(items, name) >= 0).all(), (epoch, name)
+
+
 def test_shard_rows_are_sorted_so_input_order_does_not_matter():
     rng = np.random.default_rng(0)
     u, i = rng.integers(0, 30, 200), rng.integers(0, 50, 200)

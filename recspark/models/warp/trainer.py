@@ -240,8 +240,12 @@ def run_shard_epoch(
     else:
         arrays = {name: after[name] - before[name] for name in before}
         if n_shards > 1:
-            for name in ("emb_accum", "bias_accum"):
-                arrays[name] /= np.float32(n_shards)
+            # Squared-gradient accumulators grew n_shards x (item_accum_scale); adadelta's
+            # running averages of updates decay the shared start value in every shard, so
+            # the sum over shards must count that decay once: both are averaged.
+            for name in ("emb_accum", "bias_accum", "emb_delta_accum", "bias_delta_accum"):
+                if name in arrays:
+                    arrays[name] /= np.float32(n_shards)
     return users, ItemDelta(arrays, n_samples, n_updates, loss_sum)
 
 
@@ -409,6 +413,7 @@ class WarpTrainer:
             state_rdd = self._fresh_state(shards)
             first_epoch, history = 0, []
         state_rdd = state_rdd.persist(StorageLevel.MEMORY_AND_DISK)
+        state_rdd.count()  # build the shards now, so epoch 1's timing is training only
         features_bc = sc.broadcast(item_features)
         broadcasts: list[Any] = []
         last_epoch = first_epoch + (epochs or p.epochs)
