@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
+from recspark.data.columns import ITEM_ID, USER_ID, WEIGHT
+from recspark.data.indexing import apply_id_maps
 from recspark.errors import ConfigError
 from recspark.models.warp.estimator import RankingFM, RankingFMModel
 
@@ -73,6 +76,19 @@ def test_save_load_round_trip_gives_the_same_scores(model, spark, tmp_path):
     b = loaded.transform(pairs).toPandas().sort_values("user")["prediction"].to_numpy()
     np.testing.assert_allclose(a, b, rtol=1e-6)
     assert loaded.state.epochs_done == 15
+
+
+def test_a_loaded_model_warm_starts_a_new_fit(model, likes, spark, tmp_path):
+    model.save(str(tmp_path / "m"))
+    loaded = RankingFMModel.load(spark, str(tmp_path / "m"))
+    df = likes.select(F.col("user").alias(USER_ID), F.col("item").alias(ITEM_ID), F.col("plays").alias(WEIGHT))
+    train = apply_id_maps(df, loaded.user_map, loaded.item_map)
+    estimator = RankingFM(noComponents=8, maxIter=2, learningRate=0.1, numShards=3, batchSize=64)
+    warm = estimator.fit_indexed(train, loaded.user_map, loaded.item_map, init=loaded)
+    assert warm.state.epochs_done == 17
+    recs = warm.recommendForAllUsers(5).toPandas().set_index("user_id")["recommendations"]
+    in_group = [all(r["item_id"][0] == ("x" if u.startswith("a") else "y") for r in recs[u]) for u in recs.index]
+    assert np.mean(in_group) > 0.9  # the warm model kept what the loaded one learned
 
 
 @pytest.mark.parametrize("kwargs,name", [({"learningRate": -1.0}, "learningRate"), ({"maxSampled": 0}, "maxSampled"),
