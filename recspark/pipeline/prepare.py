@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 
 from recspark.config import DataConfig, SplitConfig
@@ -73,7 +74,9 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
         save_id_map(user_map, paths["id_maps/users"], overwrite=True)
         save_id_map(item_map, paths["id_maps/items"], overwrite=True)
         n_users, n_items = map_size(user_map), map_size(item_map)
-        indexed = apply_id_maps(filtered, user_map, item_map)
+        # Persisted: counting the split, checking disjointness and writing the matrix
+        # would otherwise each re-run the join with the id maps.
+        indexed = apply_id_maps(filtered, user_map, item_map).persist(StorageLevel.MEMORY_AND_DISK)
     with timer.stage("split"):
         if split.strategy == "holdout":
             result = holdout_split(indexed, test_user_fraction=split.test_user_fraction, k=split.holdout_k,
@@ -84,6 +87,7 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
         check_disjoint(result.train, result.test)
         write_matrix(result.train, result.test, paths["matrix"], n_users=n_users, n_items=n_items)
         matrix = read_matrix(spark, paths["matrix"])
+        indexed.unpersist()
     density = (matrix.train_rows + matrix.test_rows) / max(n_users * n_items, 1)
     counts.update(n_users=n_users, n_items=n_items, sparsity=1.0 - density)
     return PreparedData(matrix=matrix, rejects=report, threshold_passes=passes, counts=counts, paths=paths)

@@ -133,10 +133,7 @@ class ItemDelta:
 
     def __iadd__(self, other: ItemDelta) -> ItemDelta:
         for name, value in other.arrays.items():
-            if name in self.arrays:
-                self.arrays[name] += value
-            else:
-                self.arrays[name] = value.copy()
+            self.arrays[name] += value
         self.n_samples += other.n_samples
         self.n_updates += other.n_updates
         self.loss_sum += other.loss_sum
@@ -420,7 +417,8 @@ class WarpTrainer:
         state = None
         for epoch in range(first_epoch, last_epoch):
             start = time.perf_counter()
-            totals = ItemDelta({})
+            n_samples = n_updates = 0
+            loss_sum = 0.0
             rounds = rounds_per_epoch(p, n_shards)
             for sync_round in range(rounds):
                 item_bc = sc.broadcast(item_side)
@@ -444,12 +442,12 @@ class WarpTrainer:
                     broadcasts = []
                 item_side = self._apply(item_side, delta)
                 if delta is not None:
-                    totals.n_samples += delta.n_samples
-                    totals.n_updates += delta.n_updates
-                    totals.loss_sum += delta.loss_sum
+                    n_samples += delta.n_samples
+                    n_updates += delta.n_updates
+                    loss_sum += delta.loss_sum
             seconds = time.perf_counter() - start
-            stats = {"epoch_seconds": seconds, "samples_per_s": totals.n_samples / seconds if seconds else 0.0,
-                     "updates": float(totals.n_updates), "mean_loss": totals.loss_sum / max(totals.n_samples, 1)}
+            stats = {"epoch_seconds": seconds, "samples_per_s": n_samples / seconds if seconds else 0.0,
+                     "updates": float(n_updates), "mean_loss": loss_sum / max(n_samples, 1)}
             history.append({"epoch": float(epoch + 1), **stats})
             state = WarpState(item_side, item_features, state_rdd.mapValues(lambda pair: pair[1]), n_users,
                               n_items, epoch + 1, history)
