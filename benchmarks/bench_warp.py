@@ -245,7 +245,7 @@ def run_recspark(spark, train, maps, n_users, n_items, settings: Settings, seed:
     start = time.perf_counter()
     model = estimator.fit_indexed(train, *maps, n_users=n_users, n_items=n_items, on_epoch=on_epoch)
     total = time.perf_counter() - start
-    model.state.user_blocks.unpersist()
+    model.state.unpersist()
     seconds = [e["epoch_seconds"] for e in epochs]
     return {"p_at_5": scores, "epoch_seconds": seconds, "samples_per_s": [e["samples_per_s"] for e in epochs],
             "median_epoch_seconds": statistics.median(seconds),

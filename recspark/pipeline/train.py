@@ -194,6 +194,7 @@ def run_warp(ctx: _Context) -> None:
         ctx.save_factors(name, model.user_factors_indexed(), model.item_factors_indexed())
         model.save(f"{ctx.summary.out_dir}/models/{name}/model")
     scorer.unpersist()
+    model.state.unpersist()
 
 
 def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:

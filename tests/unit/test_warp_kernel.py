@@ -287,26 +287,25 @@ def test_positives_are_never_used_as_negatives(loss):
     assert counts[:9].sum() == total
 
 
-def test_warp_rank_weight_counts_only_non_positive_draws():
-    """A user with all but one item positive: the negative is found at draw 1,
-    so the rank weight is log(n_items - 1), as in LightFM (rejected positives
-    are not counted)."""
+def test_warp_skips_violating_positives_without_counting_them():
+    """A user owning 49 of 50 items, every score 0 (each draw violates the
+    margin): the positives are skipped uncounted, so the negative (item 49)
+    is found at counted draw 1 and the rank weight is log(49). (LightFM
+    counts them: only ~18% of such samples would get an update.)"""
     n_items = 50
-    users = np.zeros(1, dtype=np.int64)
-    items = np.zeros(1, dtype=np.int64)
     positives = sp.csr_matrix(
         (np.ones(n_items - 1), (np.zeros(n_items - 1), np.arange(n_items - 1))),
         shape=(1, n_items),
     )
     user_side, item_side = make_sides(1, n_items, k=4)
     item_side.embeddings[:] = 0.0
-    user_side.embeddings[:] = 0.0  # every score 0: the first counted draw violates
+    user_side.embeddings[:] = 0.0
     params = KernelParams(loss="warp", batch_size=1)
-    stats = fit_epoch(user_side, item_side, identity(1), identity(n_items), users, items,
+    stats = fit_epoch(user_side, item_side, identity(1), identity(n_items),
+                      np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64),
                       None, positives, params, np.random.default_rng(0))
     assert stats.n_updates == 1
-    # loss = rank_weight * (1 - 0 + 0)
-    assert stats.loss_sum == pytest.approx(np.log(n_items - 1), rel=1e-6)
+    assert stats.loss_sum == pytest.approx(np.log(n_items - 1), rel=1e-6)  # weight * (1 - 0 + 0)
 
 
 def test_user_owning_every_item_is_skipped_without_looping():

@@ -12,7 +12,8 @@ the same way: one ``rng.permutation(n_samples)`` for the visiting order, then
 for each sample that has a possible negative, rounds of
 ``rng.integers(0, n_items, size=(1, candidate_chunk_size(loss, round, max_sampled,
 max_sampled - n_draws)))`` until the sample is resolved (``n_draws``: counted
-draws so far; WARP never draws past the ``max_sampled`` cap). With ``batch_size=1`` the fast kernel makes
+draws so far: WARP counts every draw except margin-violating positives, BPR
+every non-positive; WARP never draws past the ``max_sampled`` cap). With ``batch_size=1`` the fast kernel makes
 exactly these calls, so both see the same candidates and must produce the
 same parameters up to float32 summation order.
 
@@ -155,12 +156,21 @@ def fit_epoch_reference(
             round_no += 1
             for j in rng.integers(0, n_items, size=(1, width), dtype=np.int64)[0]:
                 j = int(j)
-                if j in pos_sets[u]:
-                    continue  # a positive is never a negative and is not counted
-                n_draws += 1
+                if params.loss == "bpr":
+                    if j in pos_sets[u]:
+                        continue  # redrawn, not counted
+                    n_draws += 1
+                    negative = j
+                    n_rep, n_bias = _representation(item_rows[j], item_side, scales["item"])
+                    s_neg = np.dot(u_rep, n_rep) + u_bias + n_bias
+                    break
                 n_rep, n_bias = _representation(item_rows[j], item_side, scales["item"])
                 s_neg = np.dot(u_rep, n_rep) + u_bias + n_bias
-                if params.loss == "bpr" or s_neg > s_pos - np.float32(1.0):
+                violates = s_neg > s_pos - np.float32(1.0)
+                if violates and j in pos_sets[u]:
+                    continue  # a positive is never a negative; skipped, not counted
+                n_draws += 1
+                if violates:
                     negative = j
                     break
                 if n_draws == params.max_sampled:

@@ -32,6 +32,7 @@ This is the only module of ``recspark.models.warp`` that runs code on executors.
 
 from __future__ import annotations
 
+import collections
 import logging
 import pickle
 import time
@@ -130,6 +131,7 @@ class ItemDelta:
     n_samples: int = 0
     n_updates: int = 0
     loss_sum: float = 0.0
+    kernel_seconds: float = 0.0  # summed over shards: epoch time minus this is Spark's share
 
     def __iadd__(self, other: ItemDelta) -> ItemDelta:
         for name, value in other.arrays.items():
@@ -137,6 +139,7 @@ class ItemDelta:
         self.n_samples += other.n_samples
         self.n_updates += other.n_updates
         self.loss_sum += other.loss_sum
+        self.kernel_seconds += other.kernel_seconds
         return self
 
 
@@ -147,6 +150,20 @@ def _merge_deltas(acc: ItemDelta | None, other: ItemDelta | None) -> ItemDelta |
         return acc
     acc += other
     return acc
+
+
+def _leading_deltas(records: Iterator[tuple[int, Any]]) -> Iterator[ItemDelta]:
+    """The deltas at the head of a round's output partition, without touching the shard states behind them.
+
+    The rest of the partition is still drained: a Python worker that leaves
+    input unread is not reused, and forking a fresh one costs more per round
+    than reading the states.
+    """
+    for _, record in records:
+        if not isinstance(record, ItemDelta):
+            collections.deque(records, maxlen=0)
+            return
+        yield record
 
 
 def rounds_per_epoch(params: TrainerParams, n_shards: int) -> int:
@@ -223,6 +240,7 @@ def run_shard_epoch(
         items = item_side.copy()
         block_items, block_features = None, item_features
         fit_kwargs = {"item_accum_scale": n_shards}
+    started = time.process_time()
     for _ in range(params.local_passes):
         stats = fit_epoch(users, items, features, block_features, rows, items_idx, weights, positives, kernel, rng,
                           **fit_kwargs)
@@ -243,7 +261,7 @@ def run_shard_epoch(
             for name in ("emb_accum", "bias_accum", "emb_delta_accum", "bias_delta_accum"):
                 if name in arrays:
                     arrays[name] /= np.float32(n_shards)
-    return users, ItemDelta(arrays, n_samples, n_updates, loss_sum)
+    return users, ItemDelta(arrays, n_samples, n_updates, loss_sum, time.process_time() - started)
 
 
 # --------------------------------------------------------------------------- state
@@ -261,8 +279,9 @@ class UserBlock:
 class WarpState:
     """A fitted (or warm-startable) model: item side on the driver, user blocks in the cluster.
 
-    ``user_blocks`` is a persisted RDD of ``(shard_id, UserBlock)``; its size is
-    O(users), so it never comes to the driver.
+    ``user_blocks`` is an RDD of ``(shard_id, UserBlock)`` read from the
+    persisted ``cache`` (the last round's output); its size is O(users), so it
+    never comes to the driver. :meth:`unpersist` frees it.
     """
 
     item_side: SideParams
@@ -272,6 +291,12 @@ class WarpState:
     n_items: int
     epochs_done: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    cache: RDD | None = None
+
+    def unpersist(self) -> None:
+        """Free the cached shards (executor memory) once the model's users are saved or no longer needed."""
+        if self.cache is not None:
+            self.cache.unpersist()
 
     def item_representations(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Item vectors and biases ``([n_items, k], [n_items])``: sums of their feature rows."""
@@ -411,6 +436,7 @@ class WarpTrainer:
             first_epoch, history = 0, []
         state_rdd = state_rdd.persist(StorageLevel.MEMORY_AND_DISK)
         state_rdd.count()  # build the shards now, so epoch 1's timing is training only
+        cached = state_rdd  # the persisted RDD the next round reads its shards from
         features_bc = sc.broadcast(item_features)
         broadcasts: list[Any] = []
         last_epoch = first_epoch + (epochs or p.epochs)
@@ -418,25 +444,29 @@ class WarpTrainer:
         for epoch in range(first_epoch, last_epoch):
             start = time.perf_counter()
             n_samples = n_updates = 0
-            loss_sum = 0.0
+            loss_sum = kernel_seconds = 0.0
             rounds = rounds_per_epoch(p, n_shards)
             for sync_round in range(rounds):
                 item_bc = sc.broadcast(item_side)
                 broadcasts.append(item_bc)
                 out = self._epoch_rdd(state_rdd, item_bc, features_bc, epoch, sync_round, n_shards)
                 out = out.persist(StorageLevel.MEMORY_AND_DISK)
-                delta = out.map(lambda kv: kv[1][1]).treeAggregate(None, _merge_deltas, _merge_deltas, depth=2)
-                new_state = out.mapValues(lambda pair: pair[0]).persist(StorageLevel.MEMORY_AND_DISK)
-                last_round = sync_round == rounds - 1
-                checkpoint = (last_round and (epoch + 1) % p.checkpoint_interval == 0
+                checkpoint = (sync_round == rounds - 1 and (epoch + 1) % p.checkpoint_interval == 0
                               and sc.getCheckpointDir() is not None)
+                # The round's only job: trains every shard, caches their outputs (the next
+                # round's input) and sums their item deltas.
+                delta = out.mapPartitions(_leading_deltas).treeAggregate(None, _merge_deltas, _merge_deltas,
+                                                                         depth=2)
+                cached.unpersist()
+                cached = out
+                state_rdd = out.filter(lambda kv: not isinstance(kv[1], ItemDelta))
                 if checkpoint:
-                    new_state.checkpoint()
-                new_state.count()  # materialise from the cached output, then drop it
-                out.unpersist()
-                state_rdd.unpersist()
-                state_rdd = new_state
-                if checkpoint:
+                    # A separate RDD, not ``out``, whose closure holds the broadcasts destroyed below.
+                    state_rdd = state_rdd.persist(StorageLevel.MEMORY_AND_DISK)
+                    state_rdd.checkpoint()
+                    state_rdd.count()
+                    out.unpersist()
+                    cached = state_rdd
                     for bc in broadcasts:  # the truncated lineage no longer needs them
                         bc.destroy()
                     broadcasts = []
@@ -445,14 +475,17 @@ class WarpTrainer:
                     n_samples += delta.n_samples
                     n_updates += delta.n_updates
                     loss_sum += delta.loss_sum
+                    kernel_seconds += delta.kernel_seconds
             seconds = time.perf_counter() - start
             stats = {"epoch_seconds": seconds, "samples_per_s": n_samples / seconds if seconds else 0.0,
-                     "updates": float(n_updates), "mean_loss": loss_sum / max(n_samples, 1)}
+                     "updates": float(n_updates), "mean_loss": loss_sum / max(n_samples, 1),
+                     "kernel_cpu_seconds": kernel_seconds}
             history.append({"epoch": float(epoch + 1), **stats})
             state = WarpState(item_side, item_features, state_rdd.mapValues(lambda pair: pair[1]), n_users,
-                              n_items, epoch + 1, history)
-            log.info("epoch %d: %.1fs, %.0f samples/s, %d updates, mean loss %.4f", epoch + 1, seconds,
-                     stats["samples_per_s"], stats["updates"], stats["mean_loss"])
+                              n_items, epoch + 1, history, cached)
+            log.info("epoch %d: %.1fs (kernel %.1f CPU-s over %d shards), %.0f samples/s, %d updates, "
+                     "mean loss %.4f", epoch + 1, seconds, kernel_seconds, n_shards, stats["samples_per_s"],
+                     stats["updates"], stats["mean_loss"])
             if on_epoch is not None:
                 on_epoch(epoch + 1, stats, state)
         if state is None:
@@ -498,15 +531,22 @@ class WarpTrainer:
 
     def _epoch_rdd(self, state_rdd: RDD, item_bc: Any, features_bc: Any, epoch: int, sync_round: int,
                    n_shards: int) -> RDD:
-        """Per shard: ``(shard_id, ((ShardData, UserBlock), ItemDelta))`` after one sync round."""
+        """Per partition: ``(shard_id, ItemDelta)`` records, then ``(shard_id, (ShardData, UserBlock))``.
+
+        Deltas come first so :func:`_leading_deltas` reads them from the cached
+        output without unpickling the shards behind them.
+        """
         p, kernel = self.params, self.kernel
 
-        def run(pairs: Iterator[tuple[int, tuple[ShardData, UserBlock]]]) -> Iterator[tuple[int, tuple]]:
+        def run(pairs: Iterator[tuple[int, tuple[ShardData, UserBlock]]]) -> Iterator[tuple[int, Any]]:
+            states = []
             for shard_id, (data, block) in pairs:
                 users, delta = run_shard_epoch(shard_id, data, block.side, item_bc.value, features_bc.value,
                                                kernel, seed=p.seed, epoch=epoch, sync_round=sync_round,
                                                n_shards=n_shards, params=p)
-                yield shard_id, ((data, UserBlock(data.users, users)), delta)
+                states.append((shard_id, (data, UserBlock(data.users, users))))
+                yield shard_id, delta
+            yield from states
 
         return state_rdd.mapPartitions(run, preservesPartitioning=True)
 
