@@ -17,11 +17,15 @@ dataset and counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -183,7 +187,9 @@ def read_interactions(
     weight = _weight_column(raw, weight_col, where).alias(WEIGHT)
     timestamp, timestamp_raw = _timestamp_columns(raw, timestamp_col, timestamp_format, where)
 
-    if raw.isEmpty():
+    with _input_errors(where):
+        empty = raw.isEmpty()
+    if empty:
         raise DataValidationError(
             f"{where}: no rows. Check the path or glob points at the intended partition(s)."
         )
@@ -265,7 +271,8 @@ def validate_interactions(
         F.col(REASON),
     )
     # One job: the observation counts every row on its way to the writer.
-    rejects.write.mode("overwrite").parquet(rejects_path)
+    with _input_errors("interactions"):
+        rejects.write.mode("overwrite").parquet(rejects_path)
     metrics = observation.get
 
     rows_read = int(metrics["rows_read"])
@@ -300,6 +307,38 @@ def validate_interactions(
 
     clean = tagged.filter(F.col(REASON).isNull()).select(USER_ID, ITEM_ID, WEIGHT, TIMESTAMP)
     return clean, report
+
+
+_FILE_IN_ERROR = re.compile(r"while reading file (\S+?)\.?\s")
+_TYPE_MISMATCH = re.compile(r"Parquet column \[(\w+)\]\. Expected Spark type (\w+), actual Parquet type (\w+)")
+
+
+@contextlib.contextmanager
+def _input_errors(where: str) -> Iterator[None]:
+    """Turn Spark's unreadable-file errors into a DataValidationError naming the file and the problem.
+
+    Spark reports them only when a job reads the file (a corrupt or truncated
+    Parquet file, or a column whose type differs from the other files': int ids
+    one day, strings the next) as a long Java stack trace; the job should exit
+    as a data error (3) with one line a person can act on.
+    """
+    try:
+        yield
+    except (Py4JJavaError, PySparkException) as err:
+        text = str(err)
+        if "FAILED_READ_FILE" not in text:
+            raise
+        file = _FILE_IN_ERROR.search(text)
+        name = file.group(1) if file else "one of the input files"
+        mismatch = _TYPE_MISMATCH.search(text)
+        if mismatch:
+            column, expected, actual = mismatch.groups()
+            problem = (f"column {column!r} is {actual} in this file but {expected} in the others: the schema "
+                       "changed between files. Rewrite the odd files with the usual types, or read the "
+                       "days separately")
+        else:
+            problem = "the file is not readable Parquet (corrupt or truncated); re-export or remove it"
+        raise DataValidationError(f"{where}: cannot read {name}: {problem}.") from None
 
 
 def _reason_column(has_raw_ts: bool) -> Column:

@@ -167,3 +167,49 @@ def test_validate_fails_above_max_reject_fraction_with_counts_example_and_settin
     assert "Example rejected row: {" in message and "'reason': '" in message
     # the rejects are kept for inspection even though the run failed
     assert spark.read.parquet(str(tmp_path / "rej")).count() == 2
+
+
+# --------------------------------------------------------------------------- unreadable input files
+
+
+def _day(path, user_ids) -> None:
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"user_id": user_ids, "item_id": ["a", "b", "c"], "weight": [1.0, 2.0, 3.0]}).to_parquet(
+        path, index=False)
+
+
+def _read_and_validate(spark, folder, tmp_path):
+    df = read_interactions(spark, str(folder), user_col="user_id", item_col="item_id", weight_col="weight",
+                           timestamp_col=None)
+    return validate_interactions(df, rejects_path=str(tmp_path / "rejects"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_or_truncated_file_is_a_data_error_naming_the_file(spark, tmp_path, damage):
+    _day(tmp_path / "in" / "part-0.parquet", ["1", "2", "3"])
+    bad = tmp_path / "in" / "part-1.parquet"
+    _day(bad, ["4", "5", "6"])
+    data = bad.read_bytes()
+    bad.write_bytes(b"garbage" * 50 if damage == "garbage" else data[: len(data) // 2])
+    with pytest.raises(DataValidationError, match=r"part-1\.parquet: the file is not readable Parquet"):
+        _read_and_validate(spark, tmp_path / "in", tmp_path)
+
+
+def test_ids_that_changed_type_between_files_are_a_data_error_naming_file_and_column(spark, tmp_path):
+    _day(tmp_path / "in" / "day=1.parquet", ["1", "2", "3"])  # strings one day
+    _day(tmp_path / "in" / "day=2.parquet", [4, 5, 6])  # integers the next
+    with pytest.raises(DataValidationError, match=r"column 'user_id' is .* schema changed between files"):
+        _read_and_validate(spark, tmp_path / "in", tmp_path)
+
+
+def test_an_empty_file_among_others_is_read_as_no_rows(spark, tmp_path):
+    import pandas as pd
+
+    _day(tmp_path / "in" / "part-0.parquet", ["1", "2", "3"])
+    pd.DataFrame({"user_id": pd.Series([], dtype=str), "item_id": pd.Series([], dtype=str),
+                  "weight": pd.Series([], dtype=float)}).to_parquet(tmp_path / "in" / "part-1.parquet", index=False)
+    clean, report = _read_and_validate(spark, tmp_path / "in", tmp_path)
+    assert report.rows_read == 3 and report.rows_rejected == 0
+    assert sorted(r[USER_ID] for r in clean.collect()) == ["1", "2", "3"]
