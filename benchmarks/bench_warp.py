@@ -7,8 +7,10 @@ precision@5, train items excluded), next to the popularity baseline:
 1. likes ``(user, item)`` -> Spark -> :func:`deduplicate` (binary) ->
    :func:`apply_min_counts` 5/5 -> id maps -> :func:`holdout_split` (20% of
    eligible users, 5 items each, ``seed``);
-2. recspark: ``RankingFM(...).fit_indexed`` on ``local[2]`` with
-   ``numShards=2``; per-epoch wall time and samples/s come from ``on_epoch``;
+2. recspark: ``RankingFM(...).fit_indexed`` on ``local[2]`` with its default
+   shard count and kernel batch (resolved values are in the JSON; ``synth-2m``
+   trains on 2 shards, the small sets on 1); per-epoch wall time and
+   samples/s come from ``on_epoch``;
 3. LightFM 1.17: ``fit_partial(epochs=1, num_threads=2)`` per epoch, timed,
    on the binary train matrix; evaluated through a ``FactorScorer`` built
    from ``get_item_representations()`` (embeddings + item biases) and
@@ -88,15 +90,14 @@ class Settings:
     user_alpha: float = 0.0
     item_alpha: float = 0.0
     strategy: str = "hogwild"
-    n_shards: int = 2
-    batch_size: int = 1024  # recspark's vectorised kernel step (KernelParams.batch_size)
+    n_shards: int = 0  # 0: recspark's default (parallelism, >= 200k rows per shard)
+    batch_size: int = 0  # 0: recspark's default kernel step (from the catalogue size)
 
     def label(self, model: str) -> str:
         text = f"ep={self.epochs} lr={self.learning_rate}"
         if model == "recspark":
-            text += f" {self.strategy} shards={self.n_shards}"
-            if self.batch_size != Settings.batch_size:
-                text += f" batch={self.batch_size}"
+            text += f" {self.strategy} shards={self.n_shards or 'auto'}"
+            text += f" batch={self.batch_size or 'auto'}"
         return text
 
 
@@ -111,7 +112,7 @@ class Grid:
     learning_rates: tuple[float, ...] = (0.02, 0.05)
     checkpoints: tuple[int, ...] = (10, 30)  # epochs at which a run is validated
     variants: tuple[str, ...] = tuple(VARIANTS)  # recspark only
-    batch_sizes: tuple[int, ...] = (1024,)  # recspark only
+    batch_sizes: tuple[int, ...] = (0,)  # recspark only; 0: its default
 
 
 def search_grid(base: Settings, model: str, grid: Grid) -> list[tuple[Settings, tuple[int, ...]]]:
@@ -247,7 +248,9 @@ def run_recspark(spark, train, maps, n_users, n_items, settings: Settings, seed:
     total = time.perf_counter() - start
     model.state.unpersist()
     seconds = [e["epoch_seconds"] for e in epochs]
-    return {"p_at_5": scores, "epoch_seconds": seconds, "samples_per_s": [e["samples_per_s"] for e in epochs],
+    return {"n_shards": model.getOrDefault("numShards"), "batch_size": model.getOrDefault("batchSize"),
+            "kernel_cpu_seconds": [e["kernel_cpu_seconds"] for e in epochs],
+            "p_at_5": scores, "epoch_seconds": seconds, "samples_per_s": [e["samples_per_s"] for e in epochs],
             "median_epoch_seconds": statistics.median(seconds),
             "median_samples_per_s": statistics.median(e["samples_per_s"] for e in epochs),
             "fit_seconds_incl_evals": total}
@@ -469,7 +472,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--search-variants", nargs="+", default=list(Grid.variants), choices=VARIANTS,
                         help="recspark strategy/shards variants in the search (default all)")
     parser.add_argument("--search-batch-sizes", nargs="+", type=int, default=list(Grid.batch_sizes),
-                        help="recspark batch sizes crossed into the search grid (default 1024 only)")
+                        help="recspark batch sizes crossed into the search grid (default: recspark's automatic one)")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/recspark-bench"),
                         help="where the synthetic set is generated (outside the repo)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from recspark.config import TrainConfig, WarpConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
@@ -23,12 +24,14 @@ from recspark.models.weights import transformed_weight
 from recspark.models.scoring import FactorScorer, Scorer
 from recspark.models.warp.estimator import RankingFM
 from recspark.models.warp.trainer import WarpState
+from recspark.pipeline.outputs import StagedOutput
 from recspark.pipeline.prepare import PreparedData, ensure_input, prepare_matrix
 from recspark.pipeline.timing import StageTimer
 from recspark.tracking.mlflow_log import (
     log_config,
     log_dict_artifact,
     log_metrics,
+    log_params,
     mlflow_run,
     plot_learning_curves,
     resolve_tracking_uri,
@@ -151,9 +154,20 @@ def warp_estimator(conf: WarpConfig) -> RankingFM:
     return RankingFM(loss=conf.loss, noComponents=conf.no_components, learningRate=conf.learning_rate,
                      learningSchedule=conf.optimiser, rho=conf.rho, epsilon=conf.epsilon,
                      userAlpha=conf.user_alpha, itemAlpha=conf.item_alpha, maxSampled=conf.max_sampled,
-                     batchSize=conf.batch_size, maxIter=conf.epochs, seed=conf.seed, numShards=conf.n_shards or 0,
+                     batchSize=conf.batch_size or 0, maxIter=conf.epochs, seed=conf.seed, numShards=conf.n_shards or 0,
                      localPasses=conf.local_passes, checkpointInterval=conf.checkpoint_interval,
                      strategy=conf.strategy, syncsPerEpoch=conf.syncs_per_epoch)
+
+
+#: ``warp.train_metrics`` scores this share of the training users (hash-sampled), as LightFM users
+#: print train p@k to see under-/over-fitting next to the test curve.
+TRAIN_METRIC_USER_PERCENT = 20
+
+
+def _train_sample(ctx: _Context) -> DataFrame:
+    """A fixed ~20% of training users with all their training interactions (the same users every epoch)."""
+    bucket = F.pmod(F.xxhash64(F.col(USER_IDX), F.lit(ctx.conf.evaluation.random_seed)), F.lit(100))
+    return ctx.train.where(bucket < TRAIN_METRIC_USER_PERCENT).cache()
 
 
 def run_warp(ctx: _Context) -> None:
@@ -163,6 +177,18 @@ def run_warp(ctx: _Context) -> None:
     primary = ctx.primary_metric()
     ev = ctx.conf.evaluation
     curve: list[tuple[int, float]] = []
+    train_curve: list[tuple[int, float]] = []
+    train_sample = _train_sample(ctx) if conf.train_metrics else None
+
+    def train_metric(scorer: Scorer, epoch: int) -> str:
+        """Train p@k on the sample (training items ranked too: they are the targets); '' when disabled."""
+        if train_sample is None:
+            return ""
+        nothing_known = train_sample.limit(0)  # the sample is the target: nothing to exclude
+        value = evaluate(scorer, nothing_known, train_sample, ks=tuple(ev.ks), exclude_train=False)[primary]
+        log_metrics({primary: value}, prefix=f"{name}_train_", step=epoch)
+        train_curve.append((epoch, value))
+        return f", train {primary} {value:.4f}"
 
     def on_epoch(epoch: int, stats: dict[str, float], state: WarpState) -> None:
         log_metrics({"epoch_seconds": stats["epoch_seconds"], "samples_per_s": stats["samples_per_s"],
@@ -173,10 +199,10 @@ def run_warp(ctx: _Context) -> None:
             reps, biases = state.item_representations()
             scorer = FactorScorer(reps, state.user_factors(ctx.spark), item_bias=biases)
             value = evaluate(scorer, ctx.train, ctx.test, ks=tuple(ev.ks), exclude_train=ev.exclude_train)[primary]
-            scorer.unpersist()
             log_metrics({primary: value}, prefix=f"{name}_test_", step=epoch)
             curve.append((epoch, value))
-            line += f", test {primary} {value:.4f}"
+            line += f", test {primary} {value:.4f}" + train_metric(scorer, epoch)
+            scorer.unpersist()
         log.info("%s", line)
 
     estimator = warp_estimator(conf)
@@ -184,11 +210,18 @@ def run_warp(ctx: _Context) -> None:
     with ctx.timer.stage(f"{name}_fit"):
         model = estimator.fit_indexed(weighted, ctx.user_map, ctx.item_map, n_users=ctx.prepared.matrix.n_users,
                                       n_items=ctx.n_items, on_epoch=on_epoch)
+    log_params({f"{name}.n_shards_used": model.getOrDefault("numShards"),
+                f"{name}.batch_size_used": model.getOrDefault("batchSize")})
     scorer = model.scorer()
     metrics = ctx.score(name, scorer, step=conf.epochs)
     if conf.eval_every:
         curve.append((conf.epochs, metrics[primary]))
     ctx.curves[name] = curve
+    if train_sample is not None:
+        line = train_metric(scorer, conf.epochs)
+        log.info("%s after %d epochs%s", name, conf.epochs, line)
+        ctx.curves[f"{name} (train)"] = train_curve
+        train_sample.unpersist()
     ctx.publish(name, scorer)
     with ctx.timer.stage(f"{name}_save"):
         ctx.save_factors(name, model.user_factors_indexed(), model.item_factors_indexed())
@@ -201,9 +234,13 @@ def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
     """Run the whole training job; returns what it produced (also printed by the job)."""
     timer = StageTimer()
     ensure_input(spark, conf.data)
+    staged = StagedOutput(spark, conf.output.dir)
+    staged.recover()
     with mlflow_run(conf.mlflow, spark_version=spark.version) as run:
         log_config(conf)
-        out_dir = conf.output.dir
+        # Everything is written under the staging directory and published at the end in one
+        # rename, so a killed run never leaves old and new outputs mixed (pipeline/outputs.py).
+        out_dir = staged.staging
         prepared = prepare_matrix(spark, conf.data, conf.split, out_dir, timer)
         log_metrics(prepared.counts)
         for step in prepared.threshold_passes:
@@ -222,9 +259,12 @@ def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
         if conf.warp.enabled:
             run_warp(ctx)
         plot_learning_curves(ctx.curves, f"test_{ctx.primary_metric()}", "iterations (ALS) / epochs (WARP, BPR)")
+        ctx.train.unpersist()
+        ctx.test.unpersist()
+        staged.commit()
+        summary.out_dir = staged.final
+        summary.outputs = staged.published(summary.outputs)
         summary.timings = timer.seconds
         log_metrics(timer.metrics())
         log_dict_artifact(summary.outputs, "outputs.json")
-        ctx.train.unpersist()
-        ctx.test.unpersist()
     return summary

@@ -68,6 +68,11 @@ def log_config(conf: Any) -> None:
     mlflow.log_text(yaml.safe_dump(to_dict(conf), sort_keys=False), "config/resolved.yaml")
 
 
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log settings resolved at run time (e.g. an automatic shard count), next to the config's params."""
+    mlflow.log_params(dict(params))
+
+
 def log_metrics(metrics: Mapping[str, float], prefix: str = "", step: int | None = None) -> None:
     """Log numeric metrics, prefixing each name (e.g. ``als_test_`` + ``precision_at_5``)."""
     mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()}, step=step)

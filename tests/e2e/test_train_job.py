@@ -34,6 +34,7 @@ def small_demo_overrides(tmp: Path) -> list[str]:
         "als.learning_curve=[2, 6]",
         "warp.epochs=6",
         "warp.eval_every=3",
+        "warp.train_metrics=true",
     ]
 
 
@@ -92,6 +93,9 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     assert run.info.status == "FINISHED"
     assert run.data.params["als.rank"] == str(conf.als.rank)
     assert run.data.params["split.holdout_k"] == "5"
+    # Auto settings (null in the config) are logged as resolved: 600 items -> batch 64; 60k rows -> 1 shard.
+    assert run.data.params["warp.batch_size_used"] == "64"
+    assert run.data.params["warp.n_shards_used"] == "1"
     metrics = run.data.metrics
     for name in ("rows_read", "rows_rejected", "rows_after_threshold", "n_users", "n_items", "sparsity", "train_rows",
                  "test_rows", "als_test_precision_at_5", "als_test_ndcg_at_10", "als_test_auc",
@@ -102,6 +106,11 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     warp_curve = client.get_metric_history(summary.run_id, "warp_test_precision_at_5")
     assert sorted(m.step for m in warp_curve) == [3, 6]
     assert len(client.get_metric_history(summary.run_id, "warp_samples_per_s")) == 6
+    train_curve = client.get_metric_history(summary.run_id, "warp_train_precision_at_5")
+    assert sorted(m.step for m in train_curve) == [3, 6]
+    # Train p@5 ranks the training items themselves: it sits well above test p@5.
+    final = {m.step: m.value for m in train_curve}[6]
+    assert 0.0 <= final <= 1.0 and final > metrics["warp_test_precision_at_5"]
     assert "warp_test_auc" in metrics
     assert run.data.tags["recspark.version"]
     assert run.data.tags["spark.version"]

@@ -40,7 +40,10 @@ def test_too_many_rejects_exit_3_and_rejects_are_kept(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 3
     assert "data.max_reject_fraction" in output
-    rejects = pd.read_parquet(tmp_path / "out" / "rejects")
+    # A failed run publishes nothing; its rejects stay in the staging directory the message names.
+    assert not (tmp_path / "out").exists()
+    assert f"{tmp_path}/out.staging/rejects" in output
+    rejects = pd.read_parquet(tmp_path / "out.staging" / "rejects")
     assert sorted(rejects["reason"]) == ["missing_user_id", "missing_user_id", "negative_weight"]
 
 

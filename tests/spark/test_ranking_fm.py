@@ -91,7 +91,15 @@ def test_a_loaded_model_warm_starts_a_new_fit(model, likes, spark, tmp_path):
     assert np.mean(in_group) > 0.9  # the warm model kept what the loaded one learned
 
 
+def test_auto_shards_and_batch_are_resolved_and_recorded_on_the_model(likes):
+    """numShards=0 / batchSize=0 (the defaults): a few hundred rows train as one shard, 40 items -> batch 32."""
+    fitted = RankingFM(userCol="user", itemCol="item", noComponents=4, maxIter=1).fit(likes)
+    assert fitted.getOrDefault("numShards") == 1 and fitted.state.n_shards == 1
+    assert fitted.getOrDefault("batchSize") == 32
+
+
 @pytest.mark.parametrize("kwargs,name", [({"learningRate": -1.0}, "learningRate"), ({"maxSampled": 0}, "maxSampled"),
+                                         ({"batchSize": -1}, "batchSize"),
                                          ({"loss": "hinge"}, "loss"), ({"maxIter": 0}, "maxIter"),
                                          ({"learningSchedule": "sgd"}, "learningSchedule")])
 def test_bad_params_raise_errors_naming_the_param(kwargs, name):

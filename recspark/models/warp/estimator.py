@@ -43,7 +43,7 @@ from recspark.evaluation.ranking import recommend
 from recspark.models.scoring import FactorScorer
 from recspark.models.warp.kernel import KernelParams
 from recspark.models.warp.state import SideParams
-from recspark.models.warp.trainer import TrainerParams, WarpState, WarpTrainer
+from recspark.models.warp.trainer import TrainerParams, WarpState, WarpTrainer, default_batch_size
 
 # Spark Param name -> KernelParams/TrainerParams field, translated in one place.
 _KERNEL_PARAMS = {"loss": "loss", "learningRate": "learning_rate", "learningSchedule": "optimiser", "rho": "rho",
@@ -78,9 +78,12 @@ class _RankingFMParams(HasMaxIter, HasSeed, HasCheckpointInterval):
     userAlpha = Param(Params._dummy(), "userAlpha", "L2 penalty on user features", TypeConverters.toFloat)
     itemAlpha = Param(Params._dummy(), "itemAlpha", "L2 penalty on item features", TypeConverters.toFloat)
     maxSampled = Param(Params._dummy(), "maxSampled", "WARP: max negatives drawn per positive", TypeConverters.toInt)
-    batchSize = Param(Params._dummy(), "batchSize", "positives per vectorised kernel step", TypeConverters.toInt)
-    numShards = Param(Params._dummy(), "numShards", "user shards trained in parallel; 0: default parallelism",
+    batchSize = Param(Params._dummy(), "batchSize",
+                      "positives per vectorised kernel step; 0: from the catalogue size (default_batch_size)",
                       TypeConverters.toInt)
+    numShards = Param(Params._dummy(), "numShards",
+                      "user shards trained in parallel; 0: the default parallelism, capped by data size "
+                      "(default_shards)", TypeConverters.toInt)
     localPasses = Param(Params._dummy(), "localPasses", "kernel passes per shard per epoch", TypeConverters.toInt)
     strategy = Param(Params._dummy(), "strategy",
                      "'stratified' (item blocks per round, exact merges) or 'hogwild' (needed for side features)",
@@ -91,11 +94,15 @@ class _RankingFMParams(HasMaxIter, HasSeed, HasCheckpointInterval):
         super().__init__()
         self._setDefault(userCol="user_id", itemCol="item_id", weightCol="", loss="warp", noComponents=64,
                          learningRate=0.05, learningSchedule="adagrad", rho=0.95, epsilon=1e-6, userAlpha=0.0,
-                         itemAlpha=0.0, maxSampled=10, batchSize=1024, maxIter=10, seed=42, numShards=0,
+                         itemAlpha=0.0, maxSampled=10, batchSize=0, maxIter=10, seed=42, numShards=0,
                          localPasses=1, checkpointInterval=5, strategy="hogwild", syncsPerEpoch=1)
 
-    def kernel_params(self) -> KernelParams:
-        return KernelParams(**{field: self.getOrDefault(name) for name, field in _KERNEL_PARAMS.items()})
+    def kernel_params(self, n_items: int | None = None) -> KernelParams:
+        """The kernel's parameters; ``batchSize=0`` resolves to ``default_batch_size(n_items)`` (1024 unknown)."""
+        values = {field: self.getOrDefault(name) for name, field in _KERNEL_PARAMS.items()}
+        if values["batch_size"] == 0:
+            values["batch_size"] = default_batch_size(n_items) if n_items else 1024
+        return KernelParams(**values)
 
     def trainer_params(self) -> TrainerParams:
         values = {field: self.getOrDefault(name) for name, field in _TRAINER_PARAMS.items()}
@@ -123,7 +130,7 @@ class RankingFM(Estimator, _RankingFMParams):
     def __init__(self, *, userCol: str = "user_id", itemCol: str = "item_id", weightCol: str = "",
                  loss: str = "warp", noComponents: int = 64, learningRate: float = 0.05,
                  learningSchedule: str = "adagrad", rho: float = 0.95, epsilon: float = 1e-6,
-                 userAlpha: float = 0.0, itemAlpha: float = 0.0, maxSampled: int = 10, batchSize: int = 1024,
+                 userAlpha: float = 0.0, itemAlpha: float = 0.0, maxSampled: int = 10, batchSize: int = 0,
                  maxIter: int = 10, seed: int = 42, numShards: int = 0, localPasses: int = 1,
                  checkpointInterval: int = 5, strategy: str = "hogwild", syncsPerEpoch: int = 1) -> None:
         super().__init__()
@@ -162,9 +169,12 @@ class RankingFM(Estimator, _RankingFMParams):
         """
         n_users = n_users if n_users is not None else user_map.count()
         n_items = n_items if n_items is not None else item_map.count()
-        trainer = WarpTrainer(train.sparkSession, self.kernel_params(), self.trainer_params())
+        kernel = self.kernel_params(n_items)
+        trainer = WarpTrainer(train.sparkSession, kernel, self.trainer_params())
         state = trainer.fit(train, n_users, n_items, init=init.state if init else None, on_epoch=on_epoch)
-        return self._copyValues(RankingFMModel(state, user_map, item_map))
+        # The model records what was used, so auto (0) settings are visible and a refit repeats them.
+        model = self._copyValues(RankingFMModel(state, user_map, item_map))
+        return model._set(batchSize=kernel.batch_size, numShards=state.n_shards)
 
 
 class RankingFMModel(Model, _RankingFMParams):
