@@ -30,6 +30,7 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from recspark.data import fs
 from recspark.data.columns import ITEM_IDX, USER_IDX, WEIGHT
 from recspark.errors import DataValidationError
 
@@ -121,7 +122,7 @@ def write_matrix(
             f"num_partitions={num_partitions}."
         )
     root = path.rstrip("/")
-    _delete(spark, f"{root}/{METADATA_FILE}")  # an interrupted rewrite must not look complete
+    fs.delete(spark, f"{root}/{METADATA_FILE}")  # an interrupted rewrite must not look complete
 
     meta: dict[str, int] = {"format_version": FORMAT_VERSION, "n_users": n_users, "n_items": n_items}
     for name, df in (("train", train), ("test", test)):
@@ -158,7 +159,7 @@ def write_matrix(
                 "this data (map_size)."
             )
         meta[f"{name}_rows"] = int(m["rows"])
-    _write_text(spark, f"{root}/{METADATA_FILE}", json.dumps(meta, indent=2, sort_keys=True))
+    fs.write_text(spark, f"{root}/{METADATA_FILE}", json.dumps(meta, indent=2, sort_keys=True))
     log.info("wrote matrix %s: %s", root, meta)
     return meta
 
@@ -174,7 +175,7 @@ def read_matrix(spark: SparkSession, path: str) -> InteractionMatrix:
     """
     root = path.rstrip("/")
     try:
-        meta = json.loads(_read_text(spark, f"{root}/{METADATA_FILE}"))
+        meta = json.loads(fs.read_text(spark, f"{root}/{METADATA_FILE}"))
     except (PySparkException, OSError, ValueError) as err:
         raise DataValidationError(
             f"read_matrix: no readable {METADATA_FILE} in {root!r} ({str(err).splitlines()[0]}); "
@@ -203,37 +204,3 @@ def read_matrix(spark: SparkSession, path: str) -> InteractionMatrix:
         test_rows=int(meta["test_rows"]),
         path=root,
     )
-
-
-# Small files go through the Hadoop FileSystem API so local paths, HDFS and
-# object stores (s3a://, gs://) all work, as they do for the Parquet data.
-def _hadoop_path(spark: SparkSession, path: str):
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
-
-
-def _write_text(spark: SparkSession, path: str, text: str) -> None:
-    fs, hpath = _hadoop_path(spark, path)
-    stream = fs.create(hpath, True)
-    try:
-        stream.write(bytearray(text.encode("utf-8")))
-    finally:
-        stream.close()
-
-
-def _read_text(spark: SparkSession, path: str) -> str:
-    fs, hpath = _hadoop_path(spark, path)
-    if not fs.exists(hpath):
-        raise OSError(f"{path} does not exist")
-    stream = fs.open(hpath)
-    try:
-        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-    finally:
-        stream.close()
-
-
-def _delete(spark: SparkSession, path: str) -> None:
-    fs, hpath = _hadoop_path(spark, path)
-    if fs.exists(hpath):
-        fs.delete(hpath, False)

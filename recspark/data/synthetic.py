@@ -69,6 +69,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from recspark.data import fs
 from recspark.data.columns import ITEM_ID, TIMESTAMP, USER_ID, WEIGHT
 from recspark.errors import ConfigError
 
@@ -691,14 +692,6 @@ def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-def _path_exists(spark: SparkSession, path: str) -> bool:
-    """Whether ``path`` exists, on any Hadoop filesystem (local, HDFS, S3...)."""
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return bool(fs.exists(hpath))
-
-
 def generate(
     spark: SparkSession, spec: SyntheticSpec, out_dir: str, n_partitions: int | None = None
 ) -> dict[str, int]:
@@ -765,7 +758,7 @@ def generate_if_missing(spark: SparkSession, spec: SyntheticSpec, out_dir: str) 
         True if data was generated, False if it was already there.
     """
     marker = _join(_join(out_dir, "interactions"), "_SUCCESS")
-    if _path_exists(spark, marker):
+    if fs.exists(spark, marker):
         log.info("synthetic data already present (%s); not regenerating", marker)
         return False
     generate(spark, spec, out_dir)

@@ -21,8 +21,8 @@ at a path whose readers tolerate the swap, or use a committer.
 
 Only one run may write a given output directory at a time.
 
-Paths go through Hadoop's ``FileSystem`` API (the driver's JVM), so they work
-for any URI Spark can write (``file:``, ``hdfs:``).
+Paths go through Hadoop's ``FileSystem`` API (:mod:`recspark.data.fs`), so
+they work for any URI Spark can write (``file:``, ``hdfs:``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from recspark.data import fs
+
 log = logging.getLogger(__name__)
 
 
@@ -39,40 +41,28 @@ class StagedOutput:
     """The staging directory of one run's output and the commit that publishes it."""
 
     def __init__(self, spark: SparkSession, final_dir: str) -> None:
+        self.spark = spark
         self.final = final_dir.rstrip("/")
         self.staging = f"{self.final}.staging"
         self.previous = f"{self.final}.previous"
-        jvm = spark.sparkContext._jvm
-        self._path = jvm.org.apache.hadoop.fs.Path
-        self._fs = self._path(self.final).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-
-    def _exists(self, path: str) -> bool:
-        return bool(self._fs.exists(self._path(path)))
-
-    def _rename(self, src: str, dst: str) -> None:
-        if not self._fs.rename(self._path(src), self._path(dst)):
-            raise OSError(f"could not rename {src} to {dst}; check permissions and free space")
-
-    def _delete(self, path: str) -> None:
-        self._fs.delete(self._path(path), True)
 
     def recover(self) -> None:
         """Repair what a killed run left behind; the output is then the last committed one."""
-        if not self._exists(self.final) and self._exists(self.previous):
+        if not fs.exists(self.spark, self.final) and fs.exists(self.spark, self.previous):
             log.warning("a previous run was killed while publishing; restoring %s", self.previous)
-            self._rename(self.previous, self.final)
+            fs.rename(self.spark, self.previous, self.final)
         for leftover in (self.previous, self.staging):
-            if self._exists(leftover):
+            if fs.exists(self.spark, leftover):
                 log.warning("deleting %s left by a run that did not finish", leftover)
-                self._delete(leftover)
+                fs.delete(self.spark, leftover)
 
     def commit(self) -> None:
         """Publish the staging directory as the output (the old output is replaced, never mixed in)."""
-        if self._exists(self.final):
-            self._rename(self.final, self.previous)
-        self._rename(self.staging, self.final)
-        if self._exists(self.previous):
-            self._delete(self.previous)
+        if fs.exists(self.spark, self.final):
+            fs.rename(self.spark, self.final, self.previous)
+        fs.rename(self.spark, self.staging, self.final)
+        if fs.exists(self.spark, self.previous):
+            fs.delete(self.spark, self.previous)
         log.info("published %s", self.final)
 
     def published(self, value: Any) -> Any:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +35,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 import recspark
+from recspark.data import fs
 from recspark.data.columns import FEATURES, ITEM_ID, ITEM_IDX, SCORE, USER_ID, USER_IDX, WEIGHT
 from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, save_id_map
 from recspark.errors import ConfigError
@@ -262,40 +262,47 @@ class RankingFMModel(Model, _RankingFMParams):
     # -- persistence
 
     def save(self, path: str) -> None:
-        """Write the model under ``path`` (params + item side as JSON/NPZ, users and id maps as Parquet).
+        """Write the model under ``path``: metadata JSON, item side, users and id maps as Parquet.
 
-        ``path`` must be on a filesystem the driver can write with Python for the
-        small item-side files (local or a mounted volume); the large parts are
-        written by Spark.
+        Everything goes through Spark or Hadoop's FileSystem API, so ``path``
+        may be any URI Spark writes (local, ``hdfs://``, ``s3a://``).
         """
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
+        spark, root = self._spark, path.rstrip("/")
+        features = sp.coo_matrix(self.state.item_features)
         meta = {"recspark_version": recspark.__version__, "n_users": self.state.n_users,
                 "n_items": self.state.n_items, "epochs_done": self.state.epochs_done,
-                "history": self.state.history,
+                "history": self.state.history, "item_features_shape": list(features.shape),
                 "params": {p.name: self.getOrDefault(p) for p in self.params if self.hasDefault(p) or self.isSet(p)}}
-        (root / "metadata.json").write_text(json.dumps(meta, indent=2))
-        features = sp.csr_matrix(self.state.item_features)
-        np.savez(root / "item_side.npz", **self.state.item_side.to_dict(), features_data=features.data,
-                 features_indices=features.indices, features_indptr=features.indptr,
-                 features_shape=np.array(features.shape))
-        self.state.user_state_frame(self._spark).write.mode("overwrite").parquet(str(root / "user_state"))
-        save_id_map(self.user_map, str(root / "id_maps" / "users"))
-        save_id_map(self.item_map, str(root / "id_maps" / "items"))
+        arrays = self.state.item_side.to_dict()
+        side = pd.DataFrame({"feature_idx": np.arange(len(arrays["biases"]), dtype=np.int32),
+                             **{name: list(a) if a.ndim == 2 else a for name, a in arrays.items()}})
+        side_schema = ", ".join(["feature_idx int"] + [f"{n} array<float>" if a.ndim == 2 else f"{n} float"
+                                                        for n, a in arrays.items()])
+        spark.createDataFrame(side, side_schema).write.mode("overwrite").parquet(f"{root}/item_side")
+        entries = pd.DataFrame({"row": features.row.astype(np.int32), "col": features.col.astype(np.int32),
+                                "value": features.data.astype(np.float32)})
+        spark.createDataFrame(entries, "row int, col int, value float").write.mode("overwrite") \
+            .parquet(f"{root}/item_features")
+        self.state.user_state_frame(spark).write.mode("overwrite").parquet(f"{root}/user_state")
+        save_id_map(self.user_map, f"{root}/id_maps/users", overwrite=True)
+        save_id_map(self.item_map, f"{root}/id_maps/items", overwrite=True)
+        fs.write_text(spark, f"{root}/metadata.json", json.dumps(meta, indent=2))  # last: marks it complete
 
     @classmethod
     def load(cls, spark: SparkSession, path: str) -> RankingFMModel:
         """Read a model written by :meth:`save`; it can score, recommend and warm-start a new fit."""
-        root = Path(path)
-        meta = json.loads((root / "metadata.json").read_text())
-        with np.load(root / "item_side.npz") as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        features = sp.csr_matrix((arrays.pop("features_data"), arrays.pop("features_indices"),
-                                  arrays.pop("features_indptr")), shape=tuple(arrays.pop("features_shape")))
-        blocks = WarpState.user_blocks_from_frame(spark.read.parquet(str(root / "user_state")))
+        root = path.rstrip("/")
+        meta = json.loads(fs.read_text(spark, f"{root}/metadata.json"))
+        side = spark.read.parquet(f"{root}/item_side").toPandas().sort_values("feature_idx")
+        arrays = {name: (np.stack(side[name].to_numpy()) if side[name].dtype == object else side[name].to_numpy())
+                  .astype(np.float32) for name in side.columns if name != "feature_idx"}
+        entries = spark.read.parquet(f"{root}/item_features").toPandas()
+        features = sp.csr_matrix((entries["value"].to_numpy(np.float32), (entries["row"], entries["col"])),
+                                 shape=tuple(meta["item_features_shape"]))
+        blocks = WarpState.user_blocks_from_frame(spark.read.parquet(f"{root}/user_state"))
         state = WarpState(SideParams.from_dict(arrays), features, blocks, meta["n_users"], meta["n_items"],
                           meta["epochs_done"], meta["history"])
-        model = cls(state, load_id_map(spark, str(root / "id_maps" / "users")),
-                    load_id_map(spark, str(root / "id_maps" / "items")))
+        model = cls(state, load_id_map(spark, f"{root}/id_maps/users"),
+                    load_id_map(spark, f"{root}/id_maps/items"))
         model._set(**meta["params"])
         return model

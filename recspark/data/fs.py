@@ -1,0 +1,59 @@
+"""Small-file operations on any filesystem Spark can write (local, HDFS, s3a://, gs://).
+
+Parquet goes through Spark; the few small files and directory moves a job
+needs (metadata JSON, staging renames) go through Hadoop's ``FileSystem`` API
+in the driver's JVM, so a path that works for the data works for them too —
+Python's ``open`` would only see the driver's local disk.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def _resolve(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    fs, hpath = _resolve(spark, path)
+    return bool(fs.exists(hpath))
+
+
+def delete(spark: SparkSession, path: str, recursive: bool = True) -> None:
+    """Delete ``path`` if it exists."""
+    fs, hpath = _resolve(spark, path)
+    if fs.exists(hpath):
+        fs.delete(hpath, recursive)
+
+
+def rename(spark: SparkSession, src: str, dst: str) -> None:
+    fs, hsrc = _resolve(spark, src)
+    if not fs.rename(hsrc, _resolve(spark, dst)[1]):
+        raise OSError(f"could not rename {src} to {dst}; check that it exists, permissions and free space")
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write (overwrite) a UTF-8 text file, creating parent directories."""
+    fs, hpath = _resolve(spark, path)
+    stream = fs.create(hpath, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()
+
+
+def read_text(spark: SparkSession, path: str) -> str:
+    fs, hpath = _resolve(spark, path)
+    if not fs.exists(hpath):
+        raise OSError(f"{path} does not exist")
+    stream = fs.open(hpath)
+    try:
+        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
