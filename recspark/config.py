@@ -156,7 +156,7 @@ class MlflowConfig:
 
 @dataclass(frozen=True)
 class SparkConfig:
-    """SparkSession settings. ``master`` null leaves it to spark-submit (cluster runs)."""
+    """SparkSession settings. ``master`` is for plain ``python`` runs; under spark-submit its ``--master`` decides."""
 
     master: str | None = "local[*]"
     app_name: str = "recspark"

@@ -28,14 +28,19 @@ def build_session(
 ) -> SparkSession:
     """Build (or reuse) the SparkSession.
 
-    ``master`` None leaves the master to ``spark-submit`` (cluster runs);
+    ``master`` applies to plain ``python`` runs; under spark-submit its ``--master`` decides;
     ``checkpoint_dir`` is set so long ALS/WARP fits can truncate lineage.
     """
     # Executors must run the same interpreter as the driver (the project's venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
-    if master:
+    # Under spark-submit (which starts Python with a gateway port) its --master decides: the
+    # config's master is for plain `python` runs, and conf/demo.yaml's local[*] must not pull a
+    # cluster submission back to local mode.
+    if master and "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(master)
+    elif master:
+        log.info("spark-submit sets the master; spark.master=%s from the config is not used", master)
     for key, value in {**_DEFAULTS, **(conf or {})}.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
