@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,6 +52,56 @@ class DataConfig:
     min_item_interactions: int = _bounded(5, ge=1)
     # Generate the synthetic dataset at ``path`` when it does not exist (demo runs).
     generate: SyntheticSpec | None = None
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """One long-form feature file (``<id>, feature, value`` rows); its features form a group.
+
+    Feature names are prefixed with the group (``tag`` + ``rock`` -> ``tag_rock``),
+    so groups never collide and a group's features can be found by prefix.
+    """
+
+    path: str = ""
+    group: str = ""
+    id_col: str | None = None  # null: the side's id column (data.item_col / data.user_col)
+    feature_col: str = "feature"
+    value_col: str | None = "value"  # null: every row has weight 1
+    # Numbers (price, age) rather than weights: discretised per feature name into quantile
+    # bins (``price_q3``) -- the seed found bins learn better than raw values.
+    numeric: bool = False
+    bins: int = _bounded(10, ge=2)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.path:
+            problems.append("path is required")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", self.group or ""):
+            problems.append(f"group must be a short alphanumeric name like 'tag', got {self.group!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class SideFeatures:
+    """Side features of items or users, and how their feature matrix is built."""
+
+    sources: list[FeatureSource] = _list()
+    # One feature per item/user besides the side features (LightFM's default): lets the model
+    # learn what features cannot explain; off for pure content models.
+    identity: bool = True
+    # Divide each row's weights by their sum, so an item with 30 tags does not dominate.
+    normalize: bool = True
+    # Features seen on fewer items/users are dropped (counted per group in MLflow).
+    min_frequency: int = _bounded(2, ge=1)
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Item and user side features for the WARP/BPR model (ALS ignores them)."""
+
+    items: SideFeatures = field(default_factory=SideFeatures)
+    users: SideFeatures = field(default_factory=SideFeatures)
 
 
 @dataclass(frozen=True)
@@ -172,6 +223,7 @@ class TrainConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     als: AlsConfig = field(default_factory=AlsConfig)
     warp: WarpConfig = field(default_factory=WarpConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -360,6 +412,9 @@ def flatten(conf: Any) -> dict[str, str]:
         if isinstance(node, dict):
             for key, value in node.items():
                 walk(value, f"{prefix}{key}.")
+        elif isinstance(node, list) and node and all(isinstance(v, dict) for v in node):
+            for i, value in enumerate(node):  # features.items.sources.0.group
+                walk(value, f"{prefix}{i}.")
         else:
             out[prefix[:-1]] = "" if node is None else str(node)
 

@@ -14,3 +14,7 @@ REASON = "reason"
 SCORE = "score"
 RANK = "rank"
 FEATURES = "features"
+#: Long-form side features: ``<id>, feature, value`` (e.g. the generator's ``item_tags``).
+FEATURE = "feature"
+VALUE = "value"
+FEATURE_IDX = "feature_idx"

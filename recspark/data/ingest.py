@@ -187,7 +187,7 @@ def read_interactions(
     weight = _weight_column(raw, weight_col, where).alias(WEIGHT)
     timestamp, timestamp_raw = _timestamp_columns(raw, timestamp_col, timestamp_format, where)
 
-    with _input_errors(where):
+    with input_errors(where):
         empty = raw.isEmpty()
     if empty:
         raise DataValidationError(
@@ -271,7 +271,7 @@ def validate_interactions(
         F.col(REASON),
     )
     # One job: the observation counts every row on its way to the writer.
-    with _input_errors("interactions"):
+    with input_errors("interactions"):
         rejects.write.mode("overwrite").parquet(rejects_path)
     metrics = observation.get
 
@@ -314,7 +314,7 @@ _TYPE_MISMATCH = re.compile(r"Parquet column \[(\w+)\]\. Expected Spark type (\w
 
 
 @contextlib.contextmanager
-def _input_errors(where: str) -> Iterator[None]:
+def input_errors(where: str) -> Iterator[None]:
     """Turn Spark's unreadable-file errors into a DataValidationError naming the file and the problem.
 
     Spark reports them only when a job reads the file (a corrupt or truncated

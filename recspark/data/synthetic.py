@@ -70,7 +70,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from recspark.data import fs
-from recspark.data.columns import ITEM_ID, TIMESTAMP, USER_ID, WEIGHT
+from recspark.data.columns import FEATURE, ITEM_ID, TIMESTAMP, USER_ID, VALUE, WEIGHT
 from recspark.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -90,10 +90,6 @@ __all__ = [
     "VALUE",
     "BAD_ROW_KINDS",
 ]
-
-#: Column names of the long-form ``item_tags`` table (``item_id``, ``feature``, ``value``).
-FEATURE = "feature"
-VALUE = "value"
 
 #: Kinds of injected bad rows; the weight kinds only occur with ``with_weights``.
 BAD_ROW_KINDS = ("null_user_id", "null_item_id", "negative_weight", "nan_weight")
