@@ -146,6 +146,26 @@ def holdout_split(
     return _result(tagged, df.columns)
 
 
+def item_holdout_split(df: DataFrame, *, test_item_fraction: float = 0.2, seed: int = 42) -> SplitResult:
+    """Cold-start split: a random subset of *items* goes to test with all its interactions.
+
+    The test items have no training interaction at all, so a model can only
+    rank them from their side features; that is what the cold-start
+    evaluation measures (pure collaborative filtering has nothing to go on).
+    Items are chosen by hashing ``(seed, "cold", item_idx)``: independent of
+    partitioning and stable as data grows.
+
+    Raises
+    ------
+    ConfigError
+        A fraction outside (0, 1).
+    """
+    if not 0.0 < test_item_fraction < 1.0:
+        raise ConfigError(f"item_holdout_split: test_item_fraction={test_item_fraction!r} must be in (0, 1).")
+    draw = _unit_interval(F.xxhash64(F.lit(int(seed)).cast("long"), F.lit("cold"), F.col(ITEM_IDX).cast("int")))
+    return _result(df.withColumn(_IS_TEST, draw < F.lit(float(test_item_fraction))), df.columns)
+
+
 def time_split(
     df: DataFrame,
     *,

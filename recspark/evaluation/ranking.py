@@ -38,6 +38,7 @@ import logging
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
@@ -48,11 +49,11 @@ from recspark.data.columns import FEATURES, ITEM_ID, ITEM_IDX, RANK, SCORE, USER
 from recspark.errors import ConfigError, DataValidationError, ModelFitError
 from recspark.evaluation.metrics import item_ranks, ranking_metrics, top_k
 from recspark.models.baselines import PopularityScorer, RandomScorer
-from recspark.models.scoring import Scorer
+from recspark.models.scoring import FactorScorer, Scorer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "evaluate_baselines", "metric_names", "recommend", "with_original_ids"]
+__all__ = ["evaluate", "evaluate_baselines", "evaluate_cold_items", "metric_names", "recommend", "with_original_ids"]
 
 #: Float32 scores held per block (2**23 values = 32 MiB): block rows are
 #: ``max(1, budget // n_items)`` unless ``block_size`` is given.
@@ -612,3 +613,47 @@ def with_original_ids(recs: DataFrame, user_map: DataFrame, item_map: DataFrame)
         .join(F.broadcast(item_map.select(ITEM_ID, ITEM_IDX)), on=ITEM_IDX, how="left")
         .select(USER_ID, RANK, ITEM_ID, SCORE)
     )
+
+
+def evaluate_cold_items(
+    item_vectors: np.ndarray,
+    item_bias: np.ndarray | None,
+    user_factors: DataFrame,
+    test: DataFrame,
+    cold_items: np.ndarray,
+    *,
+    ks: Sequence[int] = (5, 10),
+) -> dict[str, float]:
+    """Cold-start metrics: each test user's held-out items ranked among the ``cold_items`` only.
+
+    After :func:`recspark.data.split.item_holdout_split` the test items were
+    never seen in training; ranking them against warm items would measure
+    popularity, not whether features place a new item near the right users.
+    So the candidates are the cold items alone (re-indexed 0..n-1 here), as
+    in LightFM's cold-start evaluation; metrics are as :func:`evaluate`.
+
+    Parameters
+    ----------
+    item_vectors, item_bias : ndarray
+        The model's item representations over all items (rows = ``item_idx``).
+    user_factors : DataFrame
+        ``user_idx``, ``features`` (the model's user representations).
+    test : DataFrame
+        ``user_idx``, ``item_idx`` of cold items only.
+    cold_items : ndarray of int
+        The held-out item indices.
+    """
+    cold_items = np.asarray(cold_items, dtype=np.int64)
+    spark = test.sparkSession
+    lookup = spark.createDataFrame(pd.DataFrame({ITEM_IDX: cold_items.astype(np.int32),
+                                                 "_cold_idx": np.arange(cold_items.size, dtype=np.int32)}),
+                                   f"{ITEM_IDX} int, _cold_idx int")
+    cold_test = (test.join(F.broadcast(lookup), ITEM_IDX)
+                 .select(USER_IDX, F.col("_cold_idx").alias(ITEM_IDX)).cache())
+    scorer = FactorScorer(item_vectors[cold_items], user_factors,
+                          item_bias=None if item_bias is None else item_bias[cold_items])
+    try:
+        return evaluate(scorer, cold_test.limit(0), cold_test, ks=ks, exclude_train=False)
+    finally:
+        scorer.unpersist()
+        cold_test.unpersist()

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from recspark.config import TrainConfig, WarpConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
+from recspark.data.features import FeatureMatrix, build_feature_matrix
 from recspark.data.indexing import load_id_map
 from recspark.evaluation.ranking import evaluate, recommend, with_original_ids
 from recspark.models.als import factor_frames, fit_als
@@ -170,6 +171,21 @@ def _train_sample(ctx: _Context) -> DataFrame:
     return ctx.train.where(bucket < TRAIN_METRIC_USER_PERCENT).cache()
 
 
+def item_feature_matrix(ctx: _Context) -> FeatureMatrix | None:
+    """The item side-feature matrix from ``features.items`` (None without sources); logs what was kept."""
+    conf = ctx.conf.features.items
+    if not conf.sources:
+        return None
+    with ctx.timer.stage("item_features"):
+        features = build_feature_matrix(ctx.spark, conf, ctx.item_map, ITEM_ID, ITEM_IDX, ctx.n_items,
+                                        f"{ctx.summary.out_dir}/rejects")
+    for report in features.reports:
+        log_metrics(report.as_metrics("item"))
+        ctx.summary.outputs[f"rejects_item_features_{report.group}"] = report.rejects_path
+    log_metrics({"features_item_total": features.n_features, "features_item_side": len(features.names)})
+    return features
+
+
 def run_warp(ctx: _Context) -> None:
     """Fit the sharded WARP/BPR model with a learning curve; evaluate, recommend, save like ALS."""
     conf = ctx.conf.warp
@@ -205,11 +221,12 @@ def run_warp(ctx: _Context) -> None:
             scorer.unpersist()
         log.info("%s", line)
 
+    item_features = item_feature_matrix(ctx)
     estimator = warp_estimator(conf)
     weighted = ctx.train.select(USER_IDX, ITEM_IDX, transformed_weight(conf.sample_weight).alias(WEIGHT))
     with ctx.timer.stage(f"{name}_fit"):
         model = estimator.fit_indexed(weighted, ctx.user_map, ctx.item_map, n_users=ctx.prepared.matrix.n_users,
-                                      n_items=ctx.n_items, on_epoch=on_epoch)
+                                      n_items=ctx.n_items, item_features=item_features, on_epoch=on_epoch)
     log_params({f"{name}.n_shards_used": model.getOrDefault("numShards"),
                 f"{name}.batch_size_used": model.getOrDefault("batchSize")})
     scorer = model.scorer()

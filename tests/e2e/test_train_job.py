@@ -35,6 +35,7 @@ def small_demo_overrides(tmp: Path) -> list[str]:
         "warp.epochs=6",
         "warp.eval_every=3",
         "warp.train_metrics=true",
+        f"features.items.sources=[{{path: {tmp}/data/item_tags, group: tag}}]",
     ]
 
 
@@ -77,7 +78,8 @@ def test_outputs_are_written_with_original_ids(demo_run, spark):
     for sub in ("rejects", "id_maps/users", "id_maps/items", "matrix/train", "matrix/test",
                 "models/als/user_factors", "models/als/item_factors", "recommendations/als",
                 "models/warp/user_factors", "models/warp/item_factors", "recommendations/warp",
-                "models/warp/model/user_state"):
+                "models/warp/model/user_state", "models/warp/model/item_feature_vocab",
+                "rejects/item_features_tag"):
         assert (out / sub / "_SUCCESS").exists(), sub
     recs = spark.read.parquet(str(out / "recommendations/als"))
     assert {"user_id", "item_id", "rank", "score"} <= set(recs.columns)
@@ -106,6 +108,8 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     warp_curve = client.get_metric_history(summary.run_id, "warp_test_precision_at_5")
     assert sorted(m.step for m in warp_curve) == [3, 6]
     assert len(client.get_metric_history(summary.run_id, "warp_samples_per_s")) == 6
+    assert metrics["features_item_tag_kept"] > 0 and metrics["features_item_tag_rows_rejected"] == 0
+    assert metrics["features_item_total"] == metrics["n_items"] + metrics["features_item_side"]
     train_curve = client.get_metric_history(summary.run_id, "warp_train_precision_at_5")
     assert sorted(m.step for m in train_curve) == [3, 6]
     # Train p@5 ranks the training items themselves: it sits well above test p@5.

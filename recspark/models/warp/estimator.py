@@ -36,14 +36,28 @@ from pyspark.sql import functions as F
 
 import recspark
 from recspark.data import fs
-from recspark.data.columns import FEATURES, ITEM_ID, ITEM_IDX, SCORE, USER_ID, USER_IDX, WEIGHT
+from recspark.data.columns import (
+    FEATURES,
+    ITEM_ID,
+    ITEM_IDX,
+    SCORE,
+    USER_ID,
+    USER_IDX,
+    WEIGHT,
+)
+from recspark.data.features import FeatureMatrix
 from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, save_id_map
 from recspark.errors import ConfigError
 from recspark.evaluation.ranking import recommend
 from recspark.models.scoring import FactorScorer
 from recspark.models.warp.kernel import KernelParams
 from recspark.models.warp.state import SideParams
-from recspark.models.warp.trainer import TrainerParams, WarpState, WarpTrainer, default_batch_size
+from recspark.models.warp.trainer import (
+    TrainerParams,
+    WarpState,
+    WarpTrainer,
+    default_batch_size,
+)
 
 # Spark Param name -> KernelParams/TrainerParams field, translated in one place.
 _KERNEL_PARAMS = {"loss": "loss", "learningRate": "learning_rate", "learningSchedule": "optimiser", "rho": "rho",
@@ -159,32 +173,50 @@ class RankingFM(Estimator, _RankingFMParams):
     def fit_indexed(self, train: DataFrame, user_map: DataFrame, item_map: DataFrame, *,
                     n_users: int | None = None, n_items: int | None = None,
                     init: RankingFMModel | None = None,
+                    item_features: FeatureMatrix | None = None,
                     on_epoch: Callable[[int, dict[str, float], WarpState], None] | None = None) -> RankingFMModel:
         """Fit on already indexed interactions (``user_idx``, ``item_idx``, ``weight``), as the pipeline does.
 
         ``init`` warm-starts from a previous model (its users keep their
         parameters and optimiser state, new users start fresh, training
-        continues for ``maxIter`` more epochs); ``on_epoch`` is called after
-        every epoch (learning curves).
+        continues for ``maxIter`` more epochs); ``item_features`` (rows =
+        item indices, see :mod:`recspark.data.features`) makes an item the
+        sum of its features' embeddings, identity only when None;
+        ``on_epoch`` is called after every epoch (learning curves).
         """
         n_users = n_users if n_users is not None else user_map.count()
         n_items = n_items if n_items is not None else item_map.count()
         kernel = self.kernel_params(n_items)
         trainer = WarpTrainer(train.sparkSession, kernel, self.trainer_params())
-        state = trainer.fit(train, n_users, n_items, init=init.state if init else None, on_epoch=on_epoch)
+        state = trainer.fit(train, n_users, n_items, init=init.state if init else None, on_epoch=on_epoch,
+                            item_features=item_features.matrix if item_features else None)
         # The model records what was used, so auto (0) settings are visible and a refit repeats them.
-        model = self._copyValues(RankingFMModel(state, user_map, item_map))
+        names = item_features.names if item_features else (init.item_feature_names if init else [])
+        model = self._copyValues(RankingFMModel(state, user_map, item_map, names))
         return model._set(batchSize=kernel.batch_size, numShards=state.n_shards)
 
 
 class RankingFMModel(Model, _RankingFMParams):
     """A fitted :class:`RankingFM`: factors, recommendations and pair scores with the original ids."""
 
-    def __init__(self, state: WarpState, user_map: DataFrame, item_map: DataFrame) -> None:
+    def __init__(self, state: WarpState, user_map: DataFrame, item_map: DataFrame,
+                 item_feature_names: list[str] | None = None) -> None:
         super().__init__()
         self.state = state
         self.user_map = user_map
         self.item_map = item_map
+        # Side feature names; their columns follow the identity ones (if any) in state.item_features.
+        self.item_feature_names = list(item_feature_names or [])
+
+    @property
+    def n_item_identity(self) -> int:
+        """Identity columns ahead of the side features in the item feature matrix (0 or n_items)."""
+        return self.state.item_features.shape[1] - len(self.item_feature_names)
+
+    def item_feature_vectors(self) -> tuple[list[str], np.ndarray]:
+        """Side feature names and their embeddings ``[n_features, k]`` (e.g. tag vectors)."""
+        start = self.n_item_identity
+        return self.item_feature_names, self.state.item_side.embeddings[start:]
 
     @property
     def _spark(self) -> SparkSession:
@@ -283,6 +315,10 @@ class RankingFMModel(Model, _RankingFMParams):
                                 "value": features.data.astype(np.float32)})
         spark.createDataFrame(entries, "row int, col int, value float").write.mode("overwrite") \
             .parquet(f"{root}/item_features")
+        vocab = pd.DataFrame({"feature_idx": np.arange(len(self.item_feature_names), dtype=np.int32)
+                              + self.n_item_identity, "feature": self.item_feature_names})
+        spark.createDataFrame(vocab, "feature_idx int, feature string").write.mode("overwrite") \
+            .parquet(f"{root}/item_feature_vocab")
         self.state.user_state_frame(spark).write.mode("overwrite").parquet(f"{root}/user_state")
         save_id_map(self.user_map, f"{root}/id_maps/users", overwrite=True)
         save_id_map(self.item_map, f"{root}/id_maps/items", overwrite=True)
@@ -302,7 +338,8 @@ class RankingFMModel(Model, _RankingFMParams):
         blocks = WarpState.user_blocks_from_frame(spark.read.parquet(f"{root}/user_state"))
         state = WarpState(SideParams.from_dict(arrays), features, blocks, meta["n_users"], meta["n_items"],
                           meta["epochs_done"], meta["history"])
+        vocab = spark.read.parquet(f"{root}/item_feature_vocab").toPandas().sort_values("feature_idx")
         model = cls(state, load_id_map(spark, f"{root}/id_maps/users"),
-                    load_id_map(spark, f"{root}/id_maps/items"))
+                    load_id_map(spark, f"{root}/id_maps/items"), vocab["feature"].tolist())
         model._set(**meta["params"])
         return model
