@@ -71,6 +71,9 @@ class FeatureSource:
     # bins (``price_q3``) -- the seed found bins learn better than raw values.
     numeric: bool = False
     bins: int = _bounded(10, ge=2)
+    # Extra L2 on this group's embeddings (applied when a feature is updated), on top of
+    # warp.item_alpha: the seed wondered whether tags need a different strength than ids.
+    alpha: float = _bounded(0.0, ge=0.0)
 
     def __post_init__(self) -> None:
         problems = []
@@ -241,6 +244,45 @@ class GenerateConfig:
     output: str = "data/demo"
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     spark: SparkConfig = field(default_factory=SparkConfig)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Which trained model the products read: a training run's ``output.dir`` and a model in it."""
+
+    # The training job's output.dir (holds id_maps/, matrix/, models/, recommendations/).
+    run_dir: str = "output/demo"
+    # warp/bpr: models/<model>/model (a RankingFMModel); als: models/als/item_factors.
+    model: Literal["warp", "bpr", "als"] = "warp"
+
+
+#: Products the embedding-products job can compute (``products`` in :class:`ProductsConfig`).
+ProductName = Literal["similar_items", "feature_items", "feature_suggestions", "similar_features", "explanations"]
+PRODUCT_NAMES: tuple[str, ...] = typing.get_args(ProductName)
+
+
+@dataclass(frozen=True)
+class ProductsConfig:
+    """The embedding-products job: similar items, tag->items, tag suggestions, similar tags, explanations."""
+
+    source: ModelSource = field(default_factory=ModelSource)
+    products: list[ProductName] = _list(*PRODUCT_NAMES)
+    k: int = _bounded(10, ge=1)  # neighbours per item / feature
+    explain_n: int = _bounded(3, ge=1)  # training items kept per (user, recommended item)
+    # Side-feature group of the feature products (names prefixed ``<group>_``, e.g. tag_rock).
+    feature_group: str = "tag"
+    # Products go to <output>/products/<model>/<product>; null: the training run's dir (source.run_dir).
+    output: str | None = None
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+
+    def __post_init__(self) -> None:
+        if not self.products:
+            raise ConfigError("products: list at least one product")
+        if len(set(self.products)) != len(self.products):
+            raise ConfigError(f"products: duplicates in {self.products}")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", self.feature_group or ""):
+            raise ConfigError(f"feature_group must be a feature group name like 'tag', got {self.feature_group!r}")
 
 
 # --------------------------------------------------------------------------- loading

@@ -84,6 +84,7 @@ class FeatureMatrix:
     names: list[str]
     n_identity: int
     reports: list[GroupReport] = field(default_factory=list)
+    group_alpha: dict[str, float] = field(default_factory=dict)  # per-group extra L2 (FeatureSource.alpha)
 
     @property
     def n_features(self) -> int:
@@ -96,6 +97,15 @@ class FeatureMatrix:
         except ValueError:
             close = [n for n in self.names if name.split("_")[-1] in n][:5]
             raise KeyError(f"no feature {name!r}" + (f"; similar: {close}" if close else "")) from None
+
+    def feature_alpha(self) -> np.ndarray | None:
+        """Per-column extra L2 from the groups' ``alpha`` (identity columns 0); None when all are 0."""
+        if not any(self.group_alpha.values()):
+            return None
+        alpha = np.zeros(self.n_features, dtype=np.float32)
+        for group, value in self.group_alpha.items():
+            alpha[self.group_columns(group)] = value
+        return alpha
 
     def group_columns(self, group: str) -> np.ndarray:
         """Columns of a group's features (prefix ``<group>_``)."""
@@ -214,7 +224,7 @@ def build_feature_matrix(
         log.info("%s features %s: %d rows, %d rejected, %d features kept, %d dropped (< %d %ss)", side,
                  report.group, report.rows_read, sum(report.rejects.values()), report.features_kept,
                  report.features_dropped, conf.min_frequency, side)
-    return FeatureMatrix(matrix, names, n_identity, reports)
+    return FeatureMatrix(matrix, names, n_identity, reports, {src.group: src.alpha for src in conf.sources})
 
 
 def _validated(spark: SparkSession, source: FeatureSource, id_col: str, ids: DataFrame,

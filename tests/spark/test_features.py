@@ -42,6 +42,16 @@ def test_tags_with_identity_and_normalisation(spark, item_map, tmp_path):
     np.testing.assert_allclose(fm.matrix.toarray(), expected, rtol=1e-6)
     (report,) = fm.reports
     assert (report.rows_read, report.features_kept, report.features_dropped) == (5, 2, 1)
+    assert fm.feature_alpha() is None  # no group asked for extra L2
+
+
+def test_group_alpha_becomes_a_per_column_array(spark, item_map, tmp_path):
+    tags = parquet(tmp_path, "tags.parquet", [("a", "rock", 1.0), ("b", "rock", 1.0)])
+    genres = parquet(tmp_path, "genres.parquet", [("a", "jazz", 1.0), ("c", "jazz", 1.0)])
+    fm = build(spark, item_map, tmp_path, [FeatureSource(path=tags, group="tag", alpha=0.01),
+                                           FeatureSource(path=genres, group="genre")])
+    assert fm.names == ["genre_jazz", "tag_rock"]
+    np.testing.assert_allclose(fm.feature_alpha(), [0, 0, 0, 0, 0.01])  # 3 identity, genre, tag
 
 
 def test_without_identity_or_normalisation_weights_are_kept(spark, item_map, tmp_path):

@@ -86,6 +86,14 @@ def test_hogwild_strategy_trains_with_side_features_and_stratified_refuses_them(
                                                                              item_features=features)
     assert state.item_side.embeddings.shape == (n_items + 20, 8)
     assert len(state.history) == 2
+    # A per-group L2 on the tag columns reaches the shards: the tag embeddings shrink.
+    alpha = np.r_[np.zeros(n_items), np.full(20, 2.0)].astype(np.float32)
+    shrunk = WarpTrainer(spark, KERNEL, TrainerParams(no_components=8, epochs=2, n_shards=2, strategy="hogwild",
+                                                      syncs_per_epoch=2)).fit(train, n_users, n_items,
+                                                                              item_features=features,
+                                                                              item_feature_alpha=alpha)
+    tag_norm = np.linalg.norm(shrunk.item_side.embeddings[n_items:])
+    assert tag_norm < np.linalg.norm(state.item_side.embeddings[n_items:])  # same seed: only alpha differs
 
 
 def test_item_blocks_partition_the_catalogue_and_change_every_epoch():

@@ -124,6 +124,35 @@ def test_kernel_with_batch_size_one_matches_reference(loss, optimiser, alpha, si
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("optimiser", ["adagrad", "adadelta"])
+def test_per_feature_alpha_matches_reference_and_shrinks_those_features(optimiser):
+    """Per-group L2 (item_feature_alpha): same result as the oracle, and the penalised tag rows end up smaller."""
+    rng = np.random.default_rng(3)
+    n_users, n_items, n_tags = 25, 30, 5
+    users, items, positives = random_interactions(n_users, n_items, 150, rng)
+    item_features = weighted_features(n_items, n_tags, rng)  # identity columns, then the tags
+    alpha = np.zeros(n_items + n_tags, dtype=np.float32)
+    alpha[n_items:] = 0.5  # the tag group
+    params = KernelParams(optimiser=optimiser, batch_size=1, learning_rate=0.1, max_sampled=5)
+    fast = make_sides(n_users, n_items + n_tags, optimiser)
+    slow = tuple(side.copy() for side in fast)
+    free = tuple(side.copy() for side in fast)
+    for epoch in range(3):
+        fit_epoch(*fast, identity(n_users), item_features, users, items, None, positives, params,
+                  np.random.default_rng(epoch), item_feature_alpha=alpha)
+        fit_epoch_reference(*slow, identity(n_users), item_features, users, items, None, positives, params,
+                            np.random.default_rng(epoch), item_feature_alpha=alpha)
+        fit_epoch(*free, identity(n_users), item_features, users, items, None, positives, params,
+                  np.random.default_rng(epoch))
+    for a, b in zip(all_arrays(*fast), all_arrays(*slow)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    tag_norm = np.linalg.norm(fast[1].embeddings[n_items:])
+    assert tag_norm < np.linalg.norm(free[1].embeddings[n_items:])
+    with pytest.raises(DataValidationError, match="item_feature_alpha"):
+        fit_epoch(*fast, identity(n_users), item_features, users, items, None, positives, params,
+                  np.random.default_rng(0), item_feature_alpha=alpha[:-1])
+
+
 def test_candidate_schedule_doubles_up_to_cap():
     assert [candidate_chunk_size("warp", r, 10) for r in range(6)] == [1, 2, 4, 8, 10, 10]
     assert [candidate_chunk_size("bpr", r, 10) for r in range(5)] == [1, 2, 4, 8, 8]

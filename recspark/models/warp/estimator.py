@@ -189,7 +189,8 @@ class RankingFM(Estimator, _RankingFMParams):
         kernel = self.kernel_params(n_items)
         trainer = WarpTrainer(train.sparkSession, kernel, self.trainer_params())
         state = trainer.fit(train, n_users, n_items, init=init.state if init else None, on_epoch=on_epoch,
-                            item_features=item_features.matrix if item_features else None)
+                            item_features=item_features.matrix if item_features else None,
+                            item_feature_alpha=item_features.feature_alpha() if item_features else None)
         # The model records what was used, so auto (0) settings are visible and a refit repeats them.
         names = item_features.names if item_features else (init.item_feature_names if init else [])
         model = self._copyValues(RankingFMModel(state, user_map, item_map, names))

@@ -452,6 +452,7 @@ def fit_epoch(
     *,
     item_accum_scale: float = 1.0,
     n_items_total: int | None = None,
+    item_feature_alpha: npt.NDArray[np.float32] | None = None,
 ) -> EpochStats:
     """One shuffled pass of WARP/BPR updates over the given positives, in place.
 
@@ -489,6 +490,11 @@ def fit_epoch(
         only a uniform block of the catalogue (the trainer's stratified rounds:
         the fraction of violators in a uniform block estimates the global one).
         Default: the number of rows of ``item_features``.
+    item_feature_alpha : np.ndarray of float32, shape [item_side.n_features], optional
+        Extra L2 per item feature (e.g. one strength per feature group: tags
+        regularised harder than ids). Applied as sparse L2 when a feature is
+        updated, ``p *= 1 - alpha_f * local_lr``, on top of ``item_alpha``'s
+        lazy scheme (which LightFM applies to every feature alike).
 
     Returns
     -------
@@ -539,7 +545,14 @@ def fit_epoch(
             raise DataValidationError("sample_weight: contains NaN or infinite values.")
     index = _PositiveIndex(positives, umap.n_rows, imap.n_rows)
 
-    run = _EpochRun(user_side, item_side, umap, imap, index, params, rng, item_accum_scale, n_items_total)
+    if item_feature_alpha is not None:
+        item_feature_alpha = np.asarray(item_feature_alpha, dtype=np.float32)
+        if item_feature_alpha.shape != (item_side.n_features,) or not (item_feature_alpha >= 0).all():
+            raise DataValidationError(
+                f"item_feature_alpha: expected {item_side.n_features} values >= 0 (one per item feature), got "
+                f"shape {item_feature_alpha.shape}.")
+    run = _EpochRun(user_side, item_side, umap, imap, index, params, rng, item_accum_scale, n_items_total,
+                    item_feature_alpha)
     order = rng.permutation(users.size)
     # Overflow is how divergence shows up; it is reported by check_finite
     # below with advice, instead of as NumPy warnings.
@@ -881,7 +894,7 @@ class _EpochRun:
     """Mutable state of one pass: packed working sides, lazy-L2 scales and the statistics."""
 
     def __init__(self, user_side, item_side, umap, imap, index, params, rng, item_accum_scale=1.0,
-                 n_items_total=None):
+                 n_items_total=None, item_feature_alpha=None):
         self.user_side = user_side
         self.item_side = item_side
         self.users = _PackedSide(user_side)
@@ -900,6 +913,7 @@ class _EpochRun:
         self.regularised = params.user_alpha > 0 or params.item_alpha > 0
         self.lr = np.float32(params.learning_rate)
         self.item_accum_scale = np.float32(item_accum_scale)
+        self.item_feature_alpha = item_feature_alpha
         self.stats = EpochStats(item_feature_updates=np.zeros(imap.n_features, dtype=np.int64))
 
     # -- one mini-batch ------------------------------------------------------
@@ -957,7 +971,7 @@ class _EpochRun:
         )
         i_lr = self._optimise(
             self.items, i_inc.feats, i_inc.to_features(g_items),
-            i_inc.square_sums(g_items), self.params.item_alpha, self.item_accum_scale,
+            i_inc.square_sums(g_items), self.params.item_alpha, self.item_accum_scale, self.item_feature_alpha,
         )
         if self.regularised:
             self._advance_scales(u_inc, u_lr, i_inc, i_lr, users.size)
@@ -1042,7 +1056,8 @@ class _EpochRun:
 
     # -- optimiser -----------------------------------------------------------
 
-    def _optimise(self, side: _PackedSide, feats, grad, grad_sq, alpha, accum_scale=np.float32(1.0)):
+    def _optimise(self, side: _PackedSide, feats, grad, grad_sq, alpha, accum_scale=np.float32(1.0),
+                  feature_alpha=None):
         """One optimiser step on the packed rows ``feats``; ``grad`` is overwritten.
 
         Returns the per-feature sums of local learning rates over the k
@@ -1077,6 +1092,8 @@ class _EpochRun:
         new -= update
         if alpha > 0:
             new *= np.float32(1.0) + np.float32(alpha) * local_lr
+        if feature_alpha is not None:
+            new *= np.float32(1.0) - feature_alpha[feats][:, None] * local_lr
         side.values[feats] = new
         if not self.regularised:
             return None

@@ -64,7 +64,7 @@ def _representation(row, side: SideParams, scale: float):
     return rep, bias
 
 
-def _optimiser_step(side: SideParams, feature: int, grads, params, alpha):
+def _optimiser_step(side: SideParams, feature: int, grads, params, alpha, feature_alpha=0.0):
     """Update one feature row and its bias; return the sum of local learning rates.
 
     ``grads`` is ``[emb_grad, bias_grad, emb_grad_sq, bias_grad_sq]``: the
@@ -92,6 +92,8 @@ def _optimiser_step(side: SideParams, feature: int, grads, params, alpha):
             values[feature] = values[feature] - update
         if alpha > 0:
             values[feature] = values[feature] * (np.float32(1) + np.float32(alpha) * local_lr)
+        if feature_alpha > 0:  # per-feature sparse L2 (kernel's item_feature_alpha)
+            values[feature] = values[feature] * (np.float32(1) - np.float32(feature_alpha) * local_lr)
         lr_sum += float(np.sum(local_lr, dtype=np.float64))
     return lr_sum
 
@@ -107,6 +109,8 @@ def fit_epoch_reference(
     positives: sp.csr_matrix,
     params: KernelParams,
     rng: np.random.Generator,
+    *,
+    item_feature_alpha: npt.NDArray[np.float32] | None = None,
 ) -> EpochStats:
     """Per-sample loop with the semantics of :func:`kernel.fit_epoch`.
 
@@ -212,7 +216,8 @@ def fit_epoch_reference(
         lr = {"user": {}, "item": {}}
         for feature, grads in sorted(item_grads.items()):
             lr["item"][feature] = _optimiser_step(
-                item_side, feature, grads, params, params.item_alpha
+                item_side, feature, grads, params, params.item_alpha,
+                0.0 if item_feature_alpha is None else float(item_feature_alpha[feature]),
             )
         for feature, grads in sorted(user_grads.items()):
             lr["user"][feature] = _optimiser_step(

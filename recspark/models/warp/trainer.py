@@ -229,6 +229,7 @@ def run_shard_epoch(
     sync_round: int = 0,
     n_shards: int = 1,
     params: TrainerParams = TrainerParams(),
+    item_feature_alpha: np.ndarray | None = None,
 ) -> tuple[SideParams, ItemDelta]:
     """One shard's share of one round of an epoch; returns its users and its item-side delta.
 
@@ -269,7 +270,7 @@ def run_shard_epoch(
         positives = data.positives()
         items = item_side.copy()
         block_items, block_features = None, item_features
-        fit_kwargs = {"item_accum_scale": n_shards}
+        fit_kwargs = {"item_accum_scale": n_shards, "item_feature_alpha": item_feature_alpha}
     started = time.process_time()
     for _ in range(params.local_passes):
         stats = fit_epoch(users, items, features, block_features, rows, items_idx, weights, positives, kernel, rng,
@@ -434,11 +435,15 @@ class WarpTrainer:
         n_items: int,
         *,
         item_features: sp.csr_matrix | None = None,
+        item_feature_alpha: np.ndarray | None = None,
         init: WarpState | None = None,
         epochs: int | None = None,
         on_epoch: Callable[[int, dict[str, float], WarpState], None] | None = None,
     ) -> WarpState:
         """Train on ``train`` (``user_idx``, ``item_idx``, ``weight``); continue from ``init`` when given.
+
+        ``item_feature_alpha`` (one value per item feature column) adds a
+        per-feature L2, e.g. per feature group (see the kernel's ``fit_epoch``).
 
         ``on_epoch(epoch, stats, state)`` is called after every epoch (learning
         curves, progress); ``stats`` holds seconds, samples/s, updates and loss.
@@ -468,7 +473,7 @@ class WarpTrainer:
         state_rdd = state_rdd.persist(StorageLevel.MEMORY_AND_DISK)
         state_rdd.count()  # build the shards now, so epoch 1's timing is training only
         cached = state_rdd  # the persisted RDD the next round reads its shards from
-        features_bc = sc.broadcast(item_features)
+        features_bc = sc.broadcast((item_features, item_feature_alpha))
         broadcasts: list[Any] = []
         last_epoch = first_epoch + (epochs or p.epochs)
         state = None
@@ -571,10 +576,11 @@ class WarpTrainer:
 
         def run(pairs: Iterator[tuple[int, tuple[ShardData, UserBlock]]]) -> Iterator[tuple[int, Any]]:
             states = []
+            features, feature_alpha = features_bc.value
             for shard_id, (data, block) in pairs:
-                users, delta = run_shard_epoch(shard_id, data, block.side, item_bc.value, features_bc.value,
+                users, delta = run_shard_epoch(shard_id, data, block.side, item_bc.value, features,
                                                kernel, seed=p.seed, epoch=epoch, sync_round=sync_round,
-                                               n_shards=n_shards, params=p)
+                                               n_shards=n_shards, params=p, item_feature_alpha=feature_alpha)
                 states.append((shard_id, (data, UserBlock(data.users, users))))
                 yield shard_id, delta
             yield from states
