@@ -46,7 +46,7 @@ cmd=${1:-}
 case "$cmd" in
   demo)
     check_java; bootstrap
-    exec ./spark-submit.sh --master 'local[*]' jobs/train.py --conf conf/demo.yaml "$@" ;;
+    exec ./spark-submit.sh --master 'local[*]' --driver-memory 4g jobs/train.py --conf conf/demo.yaml "$@" ;;
   test)
     check_java; bootstrap
     exec python -m pytest "$@" ;;

@@ -38,15 +38,19 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$job" ] || { echo "usage: spark-submit.sh [spark-submit options] jobs/<job>.py [job args]" >&2; exit 2; }
 
-# The package, zipped fresh so executors run exactly the driver's code.
+# The package, zipped fresh so executors run exactly the driver's code. Written to a temporary
+# name and renamed into place, so a job already running from the previous zip (concurrent
+# submissions) never reads a half-written file.
 mkdir -p "$here/build"
 zip="$here/build/recspark.zip"
+tmp_zip=$(mktemp "$here/build/.recspark.zip.XXXXXX")
 (cd "$here" && "$python" -c '
 import sys, zipfile, pathlib
 with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
     for p in sorted(pathlib.Path("recspark").rglob("*.py")):
         z.write(p)
-' "$zip")
+' "$tmp_zip")
+mv -f "$tmp_zip" "$zip"
 py_files="${py_files:+$py_files,}$zip"
 
 # Ship the job's YAML config, so cluster-mode drivers can read it too.

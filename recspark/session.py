@@ -20,6 +20,10 @@ _DEFAULTS = {
 }
 
 
+#: Settings read when the driver JVM starts: from a config they only apply to plain ``python`` runs.
+_LAUNCH_ONLY = ("spark.driver.memory", "spark.driver.extraJavaOptions", "spark.driver.extraClassPath")
+
+
 def build_session(
     master: str | None = None,
     app_name: str = "recspark",
@@ -42,6 +46,9 @@ def build_session(
     elif master:
         log.info("spark-submit sets the master; spark.master=%s from the config is not used", master)
     for key, value in {**_DEFAULTS, **(conf or {})}.items():
+        if key in _LAUNCH_ONLY and "PYSPARK_GATEWAY_PORT" in os.environ:
+            log.warning("spark.conf %s=%s has no effect under spark-submit (the driver JVM is already "
+                        "running); pass it to spark-submit instead (e.g. --driver-memory)", key, value)
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

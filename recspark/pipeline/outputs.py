@@ -58,6 +58,8 @@ class StagedOutput:
 
     def commit(self) -> None:
         """Publish the staging directory as the output (the old output is replaced, never mixed in)."""
+        if not fs.exists(self.spark, self.staging):
+            raise OSError(f"nothing to publish: {self.staging} does not exist; the output is left as it was")
         if fs.exists(self.spark, self.final):
             fs.rename(self.spark, self.final, self.previous)
         fs.rename(self.spark, self.staging, self.final)

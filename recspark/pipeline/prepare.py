@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
@@ -43,7 +42,7 @@ def ensure_input(spark: SparkSession, data: DataConfig) -> None:
     """Generate the synthetic dataset at ``data.path`` when configured and absent (demo runs)."""
     if data.generate is None:
         return
-    root = str(Path(data.path).parent)
+    root = data.path.rstrip("/").rsplit("/", 1)[0]  # not pathlib: it would turn hdfs://nn/x into hdfs:/nn
     if generate_if_missing(spark, data.generate, root):
         log.info("generated the synthetic dataset under %s", root)
 

@@ -60,3 +60,11 @@ def test_a_run_killed_before_deleting_the_previous_output_keeps_the_new_one(spar
     write(tmp_path / "out.previous" / "a", "old")
     StagedOutput(spark, str(out)).recover()
     assert tree(out) == {"a": "new"} and not (tmp_path / "out.previous").exists()
+
+
+def test_commit_without_a_staging_directory_keeps_the_output(spark, tmp_path):
+    out = tmp_path / "out"
+    write(out / "a", "old")
+    with pytest.raises(OSError, match="nothing to publish"):
+        StagedOutput(spark, str(out)).commit()
+    assert tree(out) == {"a": "old"}

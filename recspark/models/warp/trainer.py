@@ -324,11 +324,16 @@ class WarpState:
     history: list[dict[str, float]] = field(default_factory=list)
     cache: RDD | None = None
     n_shards: int = 1
+    # Broadcasts the cache's lineage still needs (a lost partition is recomputed from them).
+    broadcasts: list[Any] = field(default_factory=list)
 
     def unpersist(self) -> None:
-        """Free the cached shards (executor memory) once the model's users are saved or no longer needed."""
+        """Free the cached shards and their broadcasts once the model's users are saved or no longer needed."""
         if self.cache is not None:
             self.cache.unpersist()
+        for bc in self.broadcasts:
+            bc.destroy()
+        self.broadcasts = []
 
     def item_representations(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Item vectors and biases ``([n_items, k], [n_items])``: sums of their feature rows."""
@@ -518,7 +523,7 @@ class WarpTrainer:
                      "kernel_cpu_seconds": kernel_seconds}
             history.append({"epoch": float(epoch + 1), **stats})
             state = WarpState(item_side, item_features, state_rdd.mapValues(lambda pair: pair[1]), n_users,
-                              n_items, epoch + 1, history, cached, n_shards)
+                              n_items, epoch + 1, history, cached, n_shards, [*broadcasts, features_bc])
             log.info("epoch %d: %.1fs (kernel %.1f CPU-s over %d shards), %.0f samples/s, %d updates, "
                      "mean loss %.4f", epoch + 1, seconds, kernel_seconds, n_shards, stats["samples_per_s"],
                      stats["updates"], stats["mean_loss"])
