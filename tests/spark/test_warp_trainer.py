@@ -66,8 +66,6 @@ def four_shards(spark, planted):
     return {strategy: fit(spark, planted, n_shards=4, strategy=strategy) for strategy in ("hogwild", "stratified")}
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 3 open): on this 400-item catalogue 4 shards reach "
-                                       "~0.6x of one shard's p@5 after 8 epochs (about popularity's level)")
 @pytest.mark.parametrize("strategy", ["hogwild", "stratified"])
 def test_four_shards_match_one_shard_within_tolerance(spark, planted, one_shard, four_shards, strategy):
     p1, p4 = p_at_5(spark, planted, one_shard), p_at_5(spark, planted, four_shards[strategy])

@@ -31,9 +31,13 @@ How it maps onto LightFM (``lightfm/_lightfm_fast.pyx.template``)
   so its true gradient is 0; LightFM still moves it, and so do we). Each
   feature of a row receives its weight times the row's gradient.
 * adagrad: ``p -= lr / sqrt(acc) * g`` with the accumulator *before* adding
-  ``g**2`` (accumulators start at 1). When several contributions reach one
-  feature in a step, ``g`` is their sum but the accumulator grows by the sum
-  of their squares, which is what LightFM's consecutive steps add. adadelta: LightFM's ``update_features``
+  ``g**2`` (accumulators start at 1). When ``c`` contributions reach one
+  feature in a step, ``g`` is their sum and the accumulator grows by the sum
+  of their squares ``S``, which is what LightFM's ``c`` consecutive steps add;
+  the step itself uses ``acc + S * (c - 1) / (2c)``, the accumulator those
+  consecutive steps see on average (exactly LightFM's for ``c = 1``).
+  Without it, popular items repeated in a 1024-row batch took oversized
+  steps: on the 2M-row set with 2 shards p@5 went from 0.149 to 0.155. adadelta: LightFM's ``update_features``
   formulas with ``rho`` and ``epsilon``.
 * L2 (``user_alpha`` / ``item_alpha``) is LightFM's lazy scheme, reproduced
   step for step: each touched parameter is multiplied by
@@ -967,11 +971,12 @@ class _EpochRun:
         stats.item_feature_updates[i_inc.feats] += i_inc.counts
         u_lr = self._optimise(
             self.users, u_inc.feats, u_inc.to_features(g_user),
-            u_inc.square_sums(g_user), self.params.user_alpha,
+            u_inc.square_sums(g_user), self.params.user_alpha, counts=u_inc.counts,
         )
         i_lr = self._optimise(
             self.items, i_inc.feats, i_inc.to_features(g_items),
             i_inc.square_sums(g_items), self.params.item_alpha, self.item_accum_scale, self.item_feature_alpha,
+            i_inc.counts,
         )
         if self.regularised:
             self._advance_scales(u_inc, u_lr, i_inc, i_lr, users.size)
@@ -1057,7 +1062,7 @@ class _EpochRun:
     # -- optimiser -----------------------------------------------------------
 
     def _optimise(self, side: _PackedSide, feats, grad, grad_sq, alpha, accum_scale=np.float32(1.0),
-                  feature_alpha=None):
+                  feature_alpha=None, counts=None):
         """One optimiser step on the packed rows ``feats``; ``grad`` is overwritten.
 
         Returns the per-feature sums of local learning rates over the k
@@ -1068,10 +1073,18 @@ class _EpochRun:
         acc = np.take(side.accum, feats, axis=0)
         if side.delta is None:
             # adagrad: the step uses the accumulator before this gradient.
-            local_lr = np.sqrt(acc)
-            np.divide(self.lr, local_lr, out=local_lr)
             sq = np.square(grad) if grad_sq is None else grad_sq
-            acc += sq if accum_scale == 1 else accum_scale * sq
+            if accum_scale != 1:
+                sq = accum_scale * sq
+            if counts is not None and (counts > 1).any():
+                # c contributions summed into one step: sequential steps would see the accumulator
+                # grow through them, on average by (c - 1) / (2c) of their squares.
+                mid = ((counts - 1) / (2 * counts)).astype(np.float32)[:, None]
+                local_lr = np.sqrt(acc + mid * sq)
+            else:
+                local_lr = np.sqrt(acc)
+            np.divide(self.lr, local_lr, out=local_lr)
+            acc += sq
             side.accum[feats] = acc
             update = np.multiply(grad, local_lr, out=grad)
         else:

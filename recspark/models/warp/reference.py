@@ -64,13 +64,14 @@ def _representation(row, side: SideParams, scale: float):
     return rep, bias
 
 
-def _optimiser_step(side: SideParams, feature: int, grads, params, alpha, feature_alpha=0.0):
+def _optimiser_step(side: SideParams, feature: int, grads, params, alpha, feature_alpha=0.0, count=1):
     """Update one feature row and its bias; return the sum of local learning rates.
 
-    ``grads`` is ``[emb_grad, bias_grad, emb_grad_sq, bias_grad_sq]``: the
-    sample's summed contributions to this feature and the sums of their
-    squares (adagrad's accumulator grows by the latter, as LightFM adds each
-    contribution's square).
+    ``grads`` is ``[emb_grad, bias_grad, emb_grad_sq, bias_grad_sq, n]``: the
+    sample's summed contributions to this feature, the sums of their squares
+    (adagrad's accumulator grows by the latter, as LightFM adds each
+    contribution's square) and their number (``count``, see the kernel's
+    module docstring for the step it sets).
     """
     lr_sum = 0.0
     for values, accum, delta, g, g_sq in (
@@ -79,7 +80,10 @@ def _optimiser_step(side: SideParams, feature: int, grads, params, alpha, featur
     ):
         g = np.float32(g) if np.ndim(g) == 0 else g.astype(np.float32)
         if params.optimiser == "adagrad":
-            local_lr = np.float32(params.learning_rate) / np.sqrt(accum[feature])
+            # c > 1 contributions summed into one step: the accumulator the step sees is advanced
+            # by (c - 1) / (2c) of their squares, as the kernel does for a mini-batch.
+            mid = np.float32((count - 1) / (2 * count))
+            local_lr = np.float32(params.learning_rate) / np.sqrt(accum[feature] + mid * g_sq)
             accum[feature] = accum[feature] + g_sq
             values[feature] = values[feature] - local_lr * g
         else:
@@ -195,12 +199,13 @@ def fit_epoch_reference(
         def add(grads, feature, emb, bias):
             g = grads.setdefault(
                 feature,
-                [np.zeros_like(u_rep), np.float32(0.0), np.zeros_like(u_rep), np.float32(0.0)],
+                [np.zeros_like(u_rep), np.float32(0.0), np.zeros_like(u_rep), np.float32(0.0), 0],
             )
             g[0] = g[0] + emb
             g[1] = g[1] + bias
             g[2] = g[2] + emb * emb
             g[3] = g[3] + bias * bias
+            g[4] += 1  # contributions summed into this feature's step
 
         item_grads: dict[int, list] = {}
         for rep_row, sign in ((item_rows[i], -1.0), (item_rows[negative], 1.0)):
@@ -217,11 +222,11 @@ def fit_epoch_reference(
         for feature, grads in sorted(item_grads.items()):
             lr["item"][feature] = _optimiser_step(
                 item_side, feature, grads, params, params.item_alpha,
-                0.0 if item_feature_alpha is None else float(item_feature_alpha[feature]),
+                0.0 if item_feature_alpha is None else float(item_feature_alpha[feature]), grads[4],
             )
         for feature, grads in sorted(user_grads.items()):
             lr["user"][feature] = _optimiser_step(
-                user_side, feature, grads, params, params.user_alpha
+                user_side, feature, grads, params, params.user_alpha, count=grads[4]
             )
         if regularised:
             incidences = (
