@@ -33,6 +33,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from recspark.data import fs
+from recspark.pipeline.timing import StageTimer
+from recspark.tracking.mlflow_log import log_dict_artifact, log_metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,19 @@ class StagedOutput:
         if fs.exists(self.spark, self.previous):
             fs.delete(self.spark, self.previous)
         log.info("published %s", self.final)
+
+    def publish(self, summary: Any, timer: StageTimer) -> None:
+        """End a job: commit, point ``summary`` (``out_dir``, ``outputs``) at the published paths, log timings.
+
+        ``summary`` is a job's summary dataclass; its stage timings and the
+        final ``outputs.json`` go to the active MLflow run.
+        """
+        self.commit()
+        summary.out_dir = self.final
+        summary.outputs = self.published(summary.outputs)
+        summary.timings = timer.seconds
+        log_metrics(timer.metrics())
+        log_dict_artifact(summary.outputs, "outputs.json")
 
     def published(self, value: Any) -> Any:
         """``value`` with staging paths rewritten to where they are after :meth:`commit` (str or dict)."""

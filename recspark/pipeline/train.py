@@ -278,10 +278,5 @@ def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
         plot_learning_curves(ctx.curves, f"test_{ctx.primary_metric()}", "iterations (ALS) / epochs (WARP, BPR)")
         ctx.train.unpersist()
         ctx.test.unpersist()
-        staged.commit()
-        summary.out_dir = staged.final
-        summary.outputs = staged.published(summary.outputs)
-        summary.timings = timer.seconds
-        log_metrics(timer.metrics())
-        log_dict_artifact(summary.outputs, "outputs.json")
+        staged.publish(summary, timer)
     return summary

@@ -220,12 +220,7 @@ def run_products(spark: SparkSession, conf: ProductsConfig) -> ProductsSummary:
                     "explain_n": conf.explain_n, "feature_group": conf.feature_group, "rows": summary.rows,
                     "skipped": summary.skipped, "mlflow_run_id": run.info.run_id}
         fs.write_text(spark, f"{staged.staging}/_manifest.json", json.dumps(manifest, indent=2))
-        staged.commit()
-        summary.out_dir = staged.final
-        summary.outputs = staged.published(summary.outputs)
-        summary.timings = timer.seconds
-        log_metrics(timer.metrics())
-        log_dict_artifact(summary.outputs, "outputs.json")
+        staged.publish(summary, timer)
         if summary.skipped:
             log_dict_artifact(summary.skipped, "skipped.json")
     return summary
