@@ -17,7 +17,15 @@ from recspark.models.baselines import PopularityScorer
 from recspark.models.scoring import FactorScorer
 from recspark.models.warp.kernel import KernelParams
 from recspark.models.warp.state import SideParams
-from recspark.models.warp.trainer import ShardData, TrainerParams, WarpTrainer, item_block, run_shard_epoch
+from recspark.models.warp.trainer import (
+    ShardData,
+    TrainerParams,
+    WarpTrainer,
+    from_chunks,
+    item_block,
+    run_shard_epoch,
+    to_chunks,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -187,6 +195,33 @@ def test_warm_start_continues_epochs_and_keeps_known_users(spark, planted):
     cold_u = cold.user_factors(spark).toPandas().set_index(USER_IDX).sort_index()
     dist = lambda a, b: np.linalg.norm(np.stack(a["features"]) - np.stack(b["features"]))  # noqa: E731
     assert dist(warm_u, base_u) < 0.5 * dist(cold_u, base_u)
+
+
+def test_state_chunks_round_trip_in_any_order_and_refuse_a_missing_piece():
+    rng = np.random.default_rng(0)
+    states = {s: ShardData.from_arrays(rng.integers(0, 30, 300), rng.integers(0, 50, 300), np.ones(300), 50)
+              for s in (4, 1)}
+    records = [r for s, data in states.items() for r in to_chunks(s, data, chunk_bytes=500)]
+    assert len(records) > 2 * 4 and all(len(chunk.payload) <= 500 for _, chunk in records)
+    back = list(from_chunks(records[::-1]))
+    assert [s for s, _ in back] == [1, 4]
+    for s, data in back:
+        np.testing.assert_array_equal(data.items, states[s].items)
+    with pytest.raises(RuntimeError, match="shard 4: got state pieces"):
+        list(from_chunks(records[1:]))
+
+
+def test_shard_state_cut_into_small_records_trains_identically(spark, planted):
+    """Large shards are stored as many records; where the cuts fall must not change the model."""
+    whole = fit(spark, planted, n_shards=2, epochs=2)
+    cut = fit(spark, planted, n_shards=2, epochs=2, state_chunk_bytes=4096)
+    np.testing.assert_array_equal(whole.item_side.embeddings, cut.item_side.embeddings)
+    users = [s.user_factors(spark).toPandas().sort_values(USER_IDX) for s in (whole, cut)]
+    np.testing.assert_array_equal(np.stack(users[0]["features"]), np.stack(users[1]["features"]))
+    train, _, n_users, n_items = planted
+    trainer = WarpTrainer(spark, KERNEL, TrainerParams(no_components=16, n_shards=3, state_chunk_bytes=4096))
+    warm = trainer.fit(train, n_users, n_items, init=cut, epochs=1)
+    assert warm.epochs_done == 3 and warm.user_factors(spark).count() == users[0].shape[0]
 
 
 def test_trainer_params_are_validated_by_name():

@@ -87,6 +87,13 @@ def default_batch_size(n_items: int) -> int:
     return int(min(1024, max(32, 1 << max(0, (max(n_items, 1) // 8).bit_length() - 1))))
 
 
+#: Largest piece of a shard's pickled state stored as one Spark record. The JVM holds a record as one
+#: byte array: a shard of 10M interactions with its users pickles to ~0.7 GB, more than a small heap
+#: can allocate or spill (the 10M-row run with a 2g driver died in WARP), and 2 GB is a hard limit.
+#: Pieces this size are cached and spilled to disk like any other records.
+STATE_CHUNK_BYTES = 64 << 20
+
+
 @dataclass(frozen=True)
 class TrainerParams:
     """How the fit is distributed (the kernel's own knobs are in ``KernelParams``)."""
@@ -107,10 +114,13 @@ class TrainerParams:
     # deltas are summed (``syncs_per_epoch`` rounds, item accumulators scaled
     # by the shard count to curb overshoot).
     strategy: Literal["stratified", "hogwild"] = "hogwild"
+    # Largest Spark record of a shard's state (pickled pieces; see STATE_CHUNK_BYTES).
+    state_chunk_bytes: int = STATE_CHUNK_BYTES
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be >= 1, got {getattr(self, name)}"
-                    for name in ("no_components", "epochs", "local_passes", "syncs_per_epoch", "checkpoint_interval")
+                    for name in ("no_components", "epochs", "local_passes", "syncs_per_epoch", "checkpoint_interval",
+                                 "state_chunk_bytes")
                     if getattr(self, name) < 1]
         if self.n_shards is not None and self.n_shards < 1:
             problems.append(f"n_shards must be >= 1 (or None), got {self.n_shards}")
@@ -295,6 +305,43 @@ def run_shard_epoch(
     return users, ItemDelta(arrays, n_samples, n_updates, loss_sum, time.process_time() - started)
 
 
+# --------------------------------------------------------------------------- state records
+
+
+
+@dataclass(frozen=True)
+class StateChunk:
+    """Piece ``part`` of ``n_parts`` of one shard's pickled state (see :data:`STATE_CHUNK_BYTES`)."""
+
+    part: int
+    n_parts: int
+    payload: bytes
+
+
+def to_chunks(shard_id: int, obj: Any, chunk_bytes: int = STATE_CHUNK_BYTES) -> list[tuple[int, StateChunk]]:
+    """``obj`` pickled and cut into ``(shard_id, StateChunk)`` records of at most ``chunk_bytes``."""
+    blob = pickle.dumps(obj, protocol=5)
+    n_parts = max(1, -(-len(blob) // chunk_bytes))
+    return [(shard_id, StateChunk(part, n_parts, blob[part * chunk_bytes:(part + 1) * chunk_bytes]))
+            for part in range(n_parts)]
+
+
+def from_chunks(records: Iterable[tuple[int, StateChunk]]) -> Iterator[tuple[int, Any]]:
+    """Inverse of :func:`to_chunks` for every shard in ``records`` (any order), by ascending shard id.
+
+    A shard with a missing piece is an error, never a silently smaller shard.
+    """
+    pieces: dict[int, dict[int, StateChunk]] = collections.defaultdict(dict)
+    for shard_id, chunk in records:
+        pieces[shard_id][chunk.part] = chunk
+    for shard_id in sorted(pieces):
+        parts = pieces.pop(shard_id)
+        n_parts = next(iter(parts.values())).n_parts
+        if sorted(parts) != list(range(n_parts)):
+            raise RuntimeError(f"shard {shard_id}: got state pieces {sorted(parts)} of {n_parts}")
+        yield shard_id, pickle.loads(b"".join(parts[i].payload for i in range(n_parts)))
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -388,13 +435,22 @@ class WarpState:
         return frame.rdd.mapPartitionsWithIndex(build)
 
 
+def _user_blocks(records: Iterable[tuple[int, StateChunk]]) -> Iterator[tuple[int, UserBlock]]:
+    for shard_id, (_, block) in from_chunks(records):
+        yield shard_id, block
+
+
 # --------------------------------------------------------------------------- driver
 
 
-def _shard_rdd(train: DataFrame, n_shards: int, n_items: int) -> RDD:
-    """``(shard_id, ShardData)`` pairs, shard ``k`` in partition ``k``; built with Arrow, not row by row."""
+def _shard_rdd(train: DataFrame, n_shards: int, n_items: int, chunk_bytes: int) -> RDD:
+    """``ShardData`` as :func:`to_chunks` records, shard ``k`` in partition ``k``; built with Arrow, not row by row."""
     schema = T.StructType([T.StructField("shard", T.IntegerType(), False),
+                           T.StructField("part", T.IntegerType(), False),
+                           T.StructField("n_parts", T.IntegerType(), False),
                            T.StructField("payload", T.BinaryType(), False)])
+    arrow_schema = pa.schema([(f.name, pa.binary() if f.name == "payload" else pa.int32(), False)
+                              for f in schema.fields])
 
     def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         batches = [b for b in batches if b.num_rows]
@@ -407,16 +463,18 @@ def _shard_rdd(train: DataFrame, n_shards: int, n_items: int) -> RDD:
             data = ShardData.from_arrays(table.column(USER_IDX).to_numpy()[mask],
                                          table.column(ITEM_IDX).to_numpy()[mask],
                                          table.column(WEIGHT).to_numpy()[mask], n_items)
-            yield pa.RecordBatch.from_pydict({"shard": [int(k)], "payload": [pickle.dumps(data, protocol=5)]},
-                                             schema=pa.schema([("shard", pa.int32(), False),
-                                                               ("payload", pa.binary(), False)]))
+            chunks = [chunk for _, chunk in to_chunks(int(k), data, chunk_bytes)]
+            yield pa.RecordBatch.from_pydict({"shard": [int(k)] * len(chunks), "part": [c.part for c in chunks],
+                                              "n_parts": [c.n_parts for c in chunks],
+                                              "payload": [c.payload for c in chunks]}, schema=arrow_schema)
 
     sharded = (train.select(F.col(USER_IDX).cast("int"), F.col(ITEM_IDX).cast("int"),
                             F.col(WEIGHT).cast("float"))
                .withColumn("shard", F.pmod(F.col(USER_IDX), F.lit(n_shards)).cast("int"))
                .repartition(n_shards, "shard"))
     packed = sharded.mapInArrow(pack, schema)
-    return packed.rdd.map(lambda r: (r.shard, pickle.loads(r.payload))).partitionBy(n_shards, lambda k: k)
+    return packed.rdd.map(lambda r: (r.shard, StateChunk(r.part, r.n_parts, r.payload))) \
+        .partitionBy(n_shards, lambda k: k)
 
 
 def _is_identity(features: sp.csr_matrix) -> bool:
@@ -464,7 +522,7 @@ class WarpTrainer:
         if p.strategy == "stratified" and not _is_identity(item_features):
             raise ConfigError("strategy='stratified' needs identity item features (side features are shared "
                               "across item blocks); use strategy='hogwild'")
-        shards = _shard_rdd(train, n_shards, n_items)
+        shards = _shard_rdd(train, n_shards, n_items, p.state_chunk_bytes)
         if init is not None:
             item_side = init.item_side.copy()
             state_rdd = self._warm_state(shards, init, n_shards)
@@ -522,7 +580,7 @@ class WarpTrainer:
                      "updates": float(n_updates), "mean_loss": loss_sum / max(n_samples, 1),
                      "kernel_cpu_seconds": kernel_seconds}
             history.append({"epoch": float(epoch + 1), **stats})
-            state = WarpState(item_side, item_features, state_rdd.mapValues(lambda pair: pair[1]), n_users,
+            state = WarpState(item_side, item_features, state_rdd.mapPartitions(_user_blocks, True), n_users,
                               n_items, epoch + 1, history, cached, n_shards, [*broadcasts, features_bc])
             log.info("epoch %d: %.1fs (kernel %.1f CPU-s over %d shards), %.0f samples/s, %d updates, "
                      "mean loss %.4f", epoch + 1, seconds, kernel_seconds, n_shards, stats["samples_per_s"],
@@ -536,14 +594,16 @@ class WarpTrainer:
     # -- helpers
 
     def _fresh_state(self, shards: RDD) -> RDD:
-        """``(shard_id, (ShardData, UserBlock))`` with freshly initialised users."""
+        """``(ShardData, UserBlock)`` per shard, as :func:`to_chunks` records, with freshly initialised users."""
         p, optimiser = self.params, self.kernel.optimiser
 
-        def init(shard_id: int, data: ShardData) -> tuple[ShardData, UserBlock]:
-            rng = np.random.default_rng([p.seed, 0x05E7, shard_id])
-            return data, UserBlock(data.users, SideParams.init(len(data.users), p.no_components, optimiser, rng))
+        def init(records: Iterable[tuple[int, StateChunk]]) -> Iterator[tuple[int, StateChunk]]:
+            for shard_id, data in from_chunks(records):
+                rng = np.random.default_rng([p.seed, 0x05E7, shard_id])
+                block = UserBlock(data.users, SideParams.init(len(data.users), p.no_components, optimiser, rng))
+                yield from to_chunks(shard_id, (data, block), p.state_chunk_bytes)
 
-        return shards.map(lambda kv: (kv[0], init(kv[0], kv[1])), preservesPartitioning=True)
+        return shards.mapPartitions(init, preservesPartitioning=True)
 
     def _warm_state(self, shards: RDD, init: WarpState, n_shards: int) -> RDD:
         """Like ``_fresh_state``, but users of ``init`` keep their parameters and optimiser state."""
@@ -567,28 +627,30 @@ class WarpTrainer:
         previous = init.user_blocks.flatMap(lambda kv: old_rows(kv[1]))
         grouped = shards.cogroup(previous, numPartitions=n_shards)
         return grouped.flatMap(
-            lambda kv: [(kv[0], build(kv[0], data, list(kv[1][1]))) for data in kv[1][0]]
+            lambda kv: [record for shard_id, data in from_chunks((kv[0], c) for c in kv[1][0])
+                        for record in to_chunks(shard_id, build(shard_id, data, kv[1][1]), p.state_chunk_bytes)]
         ).partitionBy(n_shards, lambda k: k)
 
     def _epoch_rdd(self, state_rdd: RDD, item_bc: Any, features_bc: Any, epoch: int, sync_round: int,
                    n_shards: int) -> RDD:
-        """Per partition: ``(shard_id, ItemDelta)`` records, then ``(shard_id, (ShardData, UserBlock))``.
+        """Per partition: ``(shard_id, ItemDelta)`` records, then the shards' new states as chunks.
 
         Deltas come first so :func:`_leading_deltas` reads them from the cached
         output without unpickling the shards behind them.
         """
         p, kernel = self.params, self.kernel
 
-        def run(pairs: Iterator[tuple[int, tuple[ShardData, UserBlock]]]) -> Iterator[tuple[int, Any]]:
+        def run(records: Iterator[tuple[int, StateChunk]]) -> Iterator[tuple[int, Any]]:
             states = []
             features, feature_alpha = features_bc.value
-            for shard_id, (data, block) in pairs:
+            for shard_id, (data, block) in from_chunks(records):
                 users, delta = run_shard_epoch(shard_id, data, block.side, item_bc.value, features,
                                                kernel, seed=p.seed, epoch=epoch, sync_round=sync_round,
                                                n_shards=n_shards, params=p, item_feature_alpha=feature_alpha)
                 states.append((shard_id, (data, UserBlock(data.users, users))))
                 yield shard_id, delta
-            yield from states
+            for shard_id, state in states:
+                yield from to_chunks(shard_id, state, p.state_chunk_bytes)
 
         return state_rdd.mapPartitions(run, preservesPartitioning=True)
 
