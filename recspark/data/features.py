@@ -20,8 +20,11 @@ with their reason and counted; they never shift an index. Ids in the feature
 files but not in the interactions are only kept when the caller extended the
 id map with them (cold start, see :func:`feature_ids`).
 
-The matrix itself is built on the driver: it is O(rows of the side x features
-per row), the same order as the item-side state the trainer keeps there.
+The weighted entries (``row, col, value``) are computed in Spark. Items
+collect them into a CSR matrix on the driver: O(items x features per item),
+the same order as the item-side state the trainer keeps there. Users keep
+them distributed (O(users) never reaches the driver); the trainer ships each
+shard its users' rows.
 """
 
 from __future__ import annotations
@@ -77,18 +80,21 @@ class FeatureMatrix:
 
     Columns ``0 .. n_identity - 1`` are the identity features (column ``r`` is
     row ``r``'s own), the rest are side features named by ``names`` (column
-    ``n_identity + j`` is ``names[j]``).
+    ``n_identity + j`` is ``names[j]``). ``entries`` holds the non-zero
+    weights as a DataFrame (``row``, ``col``, ``value``); ``matrix`` is the
+    same collected as CSR (items), or None where it must stay distributed (users).
     """
 
-    matrix: sp.csr_matrix
+    matrix: sp.csr_matrix | None
     names: list[str]
     n_identity: int
     reports: list[GroupReport] = field(default_factory=list)
     group_alpha: dict[str, float] = field(default_factory=dict)  # per-group extra L2 (FeatureSource.alpha)
+    entries: DataFrame | None = None
 
     @property
     def n_features(self) -> int:
-        return self.matrix.shape[1]
+        return self.n_identity + len(self.names)
 
     def feature_index(self, name: str) -> int:
         """Column of side feature ``name`` (e.g. ``tag_rock``); KeyError naming close matches if absent."""
@@ -150,6 +156,7 @@ def build_feature_matrix(
     n_rows: int,
     rejects_dir: str,
     side: str = "item",
+    collect: bool = True,
 ) -> FeatureMatrix:
     """The side's feature matrix from ``conf.sources`` over the ``n_rows`` indices of ``id_map``.
 
@@ -163,6 +170,9 @@ def build_feature_matrix(
         Rows of the matrix (the id map's size).
     rejects_dir : str
         Bad feature rows go to ``<rejects_dir>/<side>_features_<group>``.
+    collect : bool
+        Also collect the entries into ``matrix`` (CSR on the driver); False
+        for users, whose entries stay a DataFrame.
 
     Raises
     ------
@@ -181,50 +191,65 @@ def build_feature_matrix(
         kept_frames.append(named.select("row", FEATURE, VALUE, F.lit(source.group).alias("group")))
 
     names: list[str] = []
-    entries = np.zeros((0, 3))
+    n_identity = n_rows if conf.identity else 0
+    parts: list[DataFrame] = []
+    if conf.identity:
+        parts.append(spark.range(n_rows).select(F.col("id").cast("int").alias("row"), F.col("id").cast("int")
+                                                .alias("col"), F.lit(1.0).alias(VALUE)))
     if kept_frames:
-        entries_df = kept_frames[0]
+        side_df = kept_frames[0]
         for frame in kept_frames[1:]:
-            entries_df = entries_df.unionByName(frame)
+            side_df = side_df.unionByName(frame)
         # Duplicate (row, feature) pairs keep their largest weight.
-        entries_df = entries_df.groupBy("row", FEATURE, "group").agg(F.max(VALUE).alias(VALUE))
-        frequency = entries_df.groupBy(FEATURE, "group").agg(F.count("*").alias("n"))
+        side_df = side_df.groupBy("row", FEATURE, "group").agg(F.max(VALUE).alias(VALUE))
+        frequency = side_df.groupBy(FEATURE, "group").agg(F.count("*").alias("n"))
         counted = {(r[FEATURE], r["group"]): r["n"] for r in frequency.collect()}  # O(features)
-        keep = sorted(name for (name, _), n in counted.items() if n >= conf.min_frequency)
+        names = sorted(name for (name, _), n in counted.items() if n >= conf.min_frequency)
         for report in reports:
             report.features_kept = sum(1 for (_, g), n in counted.items()
                                        if g == report.group and n >= conf.min_frequency)
             report.features_dropped = sum(1 for (_, g), n in counted.items()
                                           if g == report.group and n < conf.min_frequency)
-        names = keep
-        position = {name: j for j, name in enumerate(names)}
-        pdf = entries_df.where(F.col(FEATURE).isin(names)).select("row", FEATURE, VALUE).toPandas()
-        entries = np.column_stack([pdf["row"].to_numpy(np.int64), pdf[FEATURE].map(position).to_numpy(np.int64),
-                                   pdf[VALUE].to_numpy(np.float64)]) if len(pdf) else entries
-    n_identity = n_rows if conf.identity else 0
-    rows_idx = entries[:, 0].astype(np.int64)
-    cols_idx = entries[:, 1].astype(np.int64) + n_identity
-    values = entries[:, 2]
-    if conf.identity:
-        rows_idx = np.concatenate([np.arange(n_rows), rows_idx])
-        cols_idx = np.concatenate([np.arange(n_rows), cols_idx])
-        values = np.concatenate([np.ones(n_rows), values])
-    matrix = sp.csr_matrix((values.astype(np.float32), (rows_idx, cols_idx)),
-                           shape=(n_rows, n_identity + len(names)))
-    matrix.sum_duplicates()
-    empty_rows = int(np.sum(np.diff(matrix.indptr) == 0))
-    if empty_rows and not conf.identity:
-        raise DataValidationError(
-            f"{side} features: {empty_rows} of {n_rows} {side}s have no feature left and identity features are "
-            f"off, so they would have no representation. Turn features.{side}s.identity on, lower "
-            f"features.{side}s.min_frequency, or add features for them.")
+        columns = spark.createDataFrame([(name, n_identity + j) for j, name in enumerate(names)],
+                                        f"{FEATURE} string, col int")
+        parts.append(side_df.join(F.broadcast(columns), FEATURE).select("row", "col", VALUE))
+    if not parts:
+        raise DataValidationError(f"{side} features: identity features are off and there are no feature sources; "
+                                  f"every {side} would have no representation.")
+    entries = parts[0]
+    for part in parts[1:]:
+        entries = entries.unionByName(part)
+    if not conf.identity:
+        empty_rows = n_rows - entries.select("row").distinct().count()
+        if empty_rows:
+            raise DataValidationError(
+                f"{side} features: {empty_rows} of {n_rows} {side}s have no feature left and identity features "
+                f"are off, so they would have no representation. Turn features.{side}s.identity on, lower "
+                f"features.{side}s.min_frequency, or add features for them.")
     if conf.normalize:
-        matrix = _normalised(matrix)
+        # Each row's weights divided by their sum, so an item with 30 tags does not dominate.
+        total = F.sum(VALUE).over(Window.partitionBy("row"))
+        entries = entries.withColumn(VALUE, F.when(total > 0, F.col(VALUE) / total).otherwise(F.lit(0.0)))
+    entries = entries.select(F.col("row").cast("int"), F.col("col").cast("int"), F.col(VALUE).cast("float"))
     for report in reports:
         log.info("%s features %s: %d rows, %d rejected, %d features kept, %d dropped (< %d %ss)", side,
                  report.group, report.rows_read, sum(report.rejects.values()), report.features_kept,
                  report.features_dropped, conf.min_frequency, side)
-    return FeatureMatrix(matrix, names, n_identity, reports, {src.group: src.alpha for src in conf.sources})
+    features = FeatureMatrix(None, names, n_identity, reports, {src.group: src.alpha for src in conf.sources},
+                             entries)
+    if collect:
+        features.matrix = entries_to_csr(entries, n_rows, features.n_features)
+    return features
+
+
+def entries_to_csr(entries: DataFrame, n_rows: int, n_features: int) -> sp.csr_matrix:
+    """Collect ``row, col, value`` entries into a float32 CSR matrix (driver: use for O(items) sides only)."""
+    pdf = entries.toPandas()
+    matrix = sp.csr_matrix((pdf[VALUE].to_numpy(np.float32), (pdf["row"].to_numpy(np.int64),
+                                                               pdf["col"].to_numpy(np.int64))),
+                           shape=(n_rows, n_features), dtype=np.float32)
+    matrix.sum_duplicates()
+    return matrix
 
 
 def _validated(spark: SparkSession, source: FeatureSource, id_col: str, ids: DataFrame,
@@ -263,10 +288,3 @@ def _binned(rows: DataFrame, source: FeatureSource) -> DataFrame:
     bin_no = F.least(F.floor(rank * source.bins), F.lit(source.bins - 1)).cast("int")
     return rows.select("row", F.concat(F.lit(f"{source.group}_"), name, F.lit("_q"), bin_no.cast("string"))
                        .alias(FEATURE), F.lit(1.0).alias(VALUE))
-
-
-def _normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    """Each row divided by the sum of its weights (rows summing to 0 stay 0)."""
-    sums = np.asarray(matrix.sum(axis=1)).ravel()
-    scale = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
-    return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ matrix, dtype=np.float32)

@@ -86,6 +86,7 @@ __all__ = [
     "interactions_frame",
     "item_tags_frame",
     "planted_item_clusters",
+    "user_interests_frame",
     "FEATURE",
     "VALUE",
     "BAD_ROW_KINDS",
@@ -679,6 +680,30 @@ def item_tags_frame(
     return _chunk_frame(spark, n_chunks, n_partitions).mapInArrow(gen, schema)
 
 
+def user_interests_frame(interactions: DataFrame, spec: SyntheticSpec, accuracy: float = 0.7) -> DataFrame:
+    """Declared user interests in long form (``user_id``, ``feature``, ``value`` 1.0): user side features.
+
+    Each user "declares" one interest ``c<cluster>``: with probability
+    ``accuracy`` the planted cluster most of their interactions fall in, else
+    a uniformly random cluster (users' sign-up answers are noisy). The draw
+    is a hash of the user id and the spec's seed, so it is deterministic.
+    Derived from ``interactions`` (the spec's generated rows).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    item_ids, cluster, _ = planted_item_clusters(spec)
+    spark = interactions.sparkSession
+    clusters = spark.createDataFrame(list(zip(item_ids, cluster.tolist())), f"{ITEM_ID} string, cluster int")
+    counts = interactions.join(F.broadcast(clusters), ITEM_ID).groupBy(USER_ID, "cluster").count()
+    rank = F.row_number().over(Window.partitionBy(USER_ID).orderBy(F.desc("count"), "cluster"))
+    draw = F.pmod(F.xxhash64(USER_ID, F.lit(spec.seed)), F.lit(1_000_000)) / 1_000_000
+    noise = F.pmod(F.xxhash64(USER_ID, F.lit(spec.seed + 1)), F.lit(spec.n_clusters))
+    interest = F.when(draw < accuracy, F.col("cluster")).otherwise(noise)
+    return counts.withColumn("rank", rank).where(F.col("rank") == 1).select(
+        USER_ID, F.concat(F.lit("c"), interest.cast("string")).alias(FEATURE), F.lit(1.0).alias(VALUE))
+
+
 # ---------------------------------------------------------------------------
 # Public entry points.
 # ---------------------------------------------------------------------------
@@ -696,7 +721,8 @@ def generate(
     Writes ``out_dir/interactions`` (``user_id`` string, ``item_id`` string,
     optional ``weight`` double, optional ``timestamp`` timestamp) and
     ``out_dir/item_tags`` (``item_id``, ``feature`` like ``tag_rock``, ``value``
-    1.0), overwriting both. Ids are zero-padded strings (``u0000123``,
+    1.0) and ``out_dir/user_interests`` (``user_id``, ``feature`` like ``c3``,
+    ``value`` 1.0; see :func:`user_interests_frame`), overwriting them. Ids are zero-padded strings (``u0000123``,
     ``i000045``) so they sort like numbers and cannot be mistaken for indices.
 
     Parameters
@@ -713,7 +739,7 @@ def generate(
     Returns
     -------
     dict of str to int
-        ``interactions`` and ``item_tags``: rows written (read back from the
+        ``interactions``, ``item_tags`` and ``user_interests``: rows written (read back from the
         Parquet footers, cheap); ``bad_rows``: injected bad rows (a scan, only
         when ``spec.bad_row_fraction > 0``, else 0).
     """
@@ -725,11 +751,15 @@ def generate(
     inter_path, tags_path = _join(out_dir, "interactions"), _join(out_dir, "item_tags")
     interactions_frame(spark, spec, n_partitions).write.mode("overwrite").parquet(inter_path)
     item_tags_frame(spark, spec).write.mode("overwrite").parquet(tags_path)
-
     written = spark.read.parquet(inter_path)
+    interests_path = _join(out_dir, "user_interests")
+    valid = written.where(written[USER_ID].isNotNull() & written[ITEM_ID].isNotNull())
+    user_interests_frame(valid, spec).write.mode("overwrite").parquet(interests_path)
+
     counts = {
         "interactions": written.count(),
         "item_tags": spark.read.parquet(tags_path).count(),
+        "user_interests": spark.read.parquet(interests_path).count(),
         "bad_rows": 0,
     }
     if spec.bad_row_fraction > 0:

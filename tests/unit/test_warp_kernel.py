@@ -124,33 +124,36 @@ def test_kernel_with_batch_size_one_matches_reference(loss, optimiser, alpha, si
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("side", ["item", "user"])
 @pytest.mark.parametrize("optimiser", ["adagrad", "adadelta"])
-def test_per_feature_alpha_matches_reference_and_shrinks_those_features(optimiser):
-    """Per-group L2 (item_feature_alpha): same result as the oracle, and the penalised tag rows end up smaller."""
+def test_per_feature_alpha_matches_reference_and_shrinks_those_features(optimiser, side):
+    """Per-group L2 (item_/user_feature_alpha): same result as the oracle, and the penalised tag rows end up smaller."""
     rng = np.random.default_rng(3)
     n_users, n_items, n_tags = 25, 30, 5
     users, items, positives = random_interactions(n_users, n_items, 150, rng)
-    item_features = weighted_features(n_items, n_tags, rng)  # identity columns, then the tags
-    alpha = np.zeros(n_items + n_tags, dtype=np.float32)
-    alpha[n_items:] = 0.5  # the tag group
+    n_rows = n_items if side == "item" else n_users
+    tagged = weighted_features(n_rows, n_tags, rng)  # identity columns, then the tags
+    features = (identity(n_users), tagged) if side == "item" else (tagged, identity(n_items))
+    alpha = np.zeros(n_rows + n_tags, dtype=np.float32)
+    alpha[n_rows:] = 0.5  # the tag group
+    kwargs = {f"{side}_feature_alpha": alpha}
     params = KernelParams(optimiser=optimiser, batch_size=1, learning_rate=0.1, max_sampled=5)
-    fast = make_sides(n_users, n_items + n_tags, optimiser)
-    slow = tuple(side.copy() for side in fast)
-    free = tuple(side.copy() for side in fast)
+    fast = make_sides(n_users + (n_tags if side == "user" else 0), n_items + (n_tags if side == "item" else 0),
+                      optimiser)
+    slow = tuple(s.copy() for s in fast)
+    free = tuple(s.copy() for s in fast)
     for epoch in range(3):
-        fit_epoch(*fast, identity(n_users), item_features, users, items, None, positives, params,
-                  np.random.default_rng(epoch), item_feature_alpha=alpha)
-        fit_epoch_reference(*slow, identity(n_users), item_features, users, items, None, positives, params,
-                            np.random.default_rng(epoch), item_feature_alpha=alpha)
-        fit_epoch(*free, identity(n_users), item_features, users, items, None, positives, params,
-                  np.random.default_rng(epoch))
+        fit_epoch(*fast, *features, users, items, None, positives, params, np.random.default_rng(epoch), **kwargs)
+        fit_epoch_reference(*slow, *features, users, items, None, positives, params, np.random.default_rng(epoch),
+                            **kwargs)
+        fit_epoch(*free, *features, users, items, None, positives, params, np.random.default_rng(epoch))
     for a, b in zip(all_arrays(*fast), all_arrays(*slow)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    tag_norm = np.linalg.norm(fast[1].embeddings[n_items:])
-    assert tag_norm < np.linalg.norm(free[1].embeddings[n_items:])
-    with pytest.raises(DataValidationError, match="item_feature_alpha"):
-        fit_epoch(*fast, identity(n_users), item_features, users, items, None, positives, params,
-                  np.random.default_rng(0), item_feature_alpha=alpha[:-1])
+    k = 0 if side == "user" else 1
+    assert np.linalg.norm(fast[k].embeddings[n_rows:]) < np.linalg.norm(free[k].embeddings[n_rows:])
+    with pytest.raises(DataValidationError, match=f"{side}_feature_alpha"):
+        fit_epoch(*fast, *features, users, items, None, positives, params, np.random.default_rng(0),
+                  **{f"{side}_feature_alpha": alpha[:-1]})
 
 
 def test_candidate_schedule_doubles_up_to_cap():
@@ -203,6 +206,24 @@ def test_item_accum_scale_multiplies_item_accumulator_growth_only():
         grown[scale] = (item_side.bias_accum[0] - 1.0, user_side.emb_accum.copy())
     assert grown[3.0][0] == pytest.approx(3 * grown[1.0][0], rel=1e-5)
     np.testing.assert_array_equal(grown[3.0][1], grown[1.0][1])
+
+
+def test_user_accum_scale_is_per_user_feature():
+    """Shared user features (scale = shards) grow their accumulators that many times; a user's own row once."""
+    users = np.array([0], dtype=np.int64)
+    items = np.array([0], dtype=np.int64)
+    n_items = 5
+    positives = sp.csr_matrix((np.ones(1), (users, items)), shape=(1, n_items))
+    user_features = sp.csr_matrix(np.array([[1.0, 1.0]], dtype=np.float32))  # own row, then a shared feature
+    grown = {}
+    for scale in (1.0, 3.0):
+        user_side, item_side = make_sides(2, n_items, k=4)
+        fit_epoch(user_side, item_side, user_features, identity(n_items), users, items, None, positives,
+                  KernelParams(batch_size=1), np.random.default_rng(0),
+                  user_accum_scale=np.array([1.0, scale], dtype=np.float32))
+        grown[scale] = user_side.bias_accum - 1.0
+    assert grown[3.0][0] == pytest.approx(grown[1.0][0], rel=1e-6)
+    assert grown[3.0][1] == pytest.approx(3 * grown[1.0][1], rel=1e-5)
 
 
 def test_n_items_total_sets_the_warp_rank_estimate():

@@ -174,6 +174,7 @@ class RankingFM(Estimator, _RankingFMParams):
                     n_users: int | None = None, n_items: int | None = None,
                     init: RankingFMModel | None = None,
                     item_features: FeatureMatrix | None = None,
+                    user_features: FeatureMatrix | None = None,
                     on_epoch: Callable[[int, dict[str, float], WarpState], None] | None = None) -> RankingFMModel:
         """Fit on already indexed interactions (``user_idx``, ``item_idx``, ``weight``), as the pipeline does.
 
@@ -182,6 +183,9 @@ class RankingFM(Estimator, _RankingFMParams):
         continues for ``maxIter`` more epochs); ``item_features`` (rows =
         item indices, see :mod:`recspark.data.features`) makes an item the
         sum of its features' embeddings, identity only when None;
+        ``user_features`` does the same for users (its entries stay
+        distributed; users with features but no interactions get a
+        representation from their features: cold start);
         ``on_epoch`` is called after every epoch (learning curves).
         """
         n_users = n_users if n_users is not None else user_map.count()
@@ -190,10 +194,12 @@ class RankingFM(Estimator, _RankingFMParams):
         trainer = WarpTrainer(train.sparkSession, kernel, self.trainer_params())
         state = trainer.fit(train, n_users, n_items, init=init.state if init else None, on_epoch=on_epoch,
                             item_features=item_features.matrix if item_features else None,
-                            item_feature_alpha=item_features.feature_alpha() if item_features else None)
+                            item_feature_alpha=item_features.feature_alpha() if item_features else None,
+                            user_features=user_features)
         # The model records what was used, so auto (0) settings are visible and a refit repeats them.
         names = item_features.names if item_features else (init.item_feature_names if init else [])
-        model = self._copyValues(RankingFMModel(state, user_map, item_map, names))
+        user_names = user_features.names if user_features else []
+        model = self._copyValues(RankingFMModel(state, user_map, item_map, names, user_names))
         return model._set(batchSize=kernel.batch_size, numShards=state.n_shards)
 
 
@@ -201,13 +207,15 @@ class RankingFMModel(Model, _RankingFMParams):
     """A fitted :class:`RankingFM`: factors, recommendations and pair scores with the original ids."""
 
     def __init__(self, state: WarpState, user_map: DataFrame, item_map: DataFrame,
-                 item_feature_names: list[str] | None = None) -> None:
+                 item_feature_names: list[str] | None = None, user_feature_names: list[str] | None = None) -> None:
         super().__init__()
         self.state = state
         self.user_map = user_map
         self.item_map = item_map
         # Side feature names; their columns follow the identity ones (if any) in state.item_features.
         self.item_feature_names = list(item_feature_names or [])
+        # User side feature names, in the order of state.user_shared's rows.
+        self.user_feature_names = list(user_feature_names or [])
 
     @property
     def n_item_identity(self) -> int:
@@ -306,12 +314,7 @@ class RankingFMModel(Model, _RankingFMParams):
                 "n_items": self.state.n_items, "epochs_done": self.state.epochs_done,
                 "history": self.state.history, "item_features_shape": list(features.shape),
                 "params": {p.name: self.getOrDefault(p) for p in self.params if self.hasDefault(p) or self.isSet(p)}}
-        arrays = self.state.item_side.to_dict()
-        side = pd.DataFrame({"feature_idx": np.arange(len(arrays["biases"]), dtype=np.int32),
-                             **{name: list(a) if a.ndim == 2 else a for name, a in arrays.items()}})
-        side_schema = ", ".join(["feature_idx int"] + [f"{n} array<float>" if a.ndim == 2 else f"{n} float"
-                                                        for n, a in arrays.items()])
-        spark.createDataFrame(side, side_schema).write.mode("overwrite").parquet(f"{root}/item_side")
+        _write_side(spark, self.state.item_side, f"{root}/item_side")
         entries = pd.DataFrame({"row": features.row.astype(np.int32), "col": features.col.astype(np.int32),
                                 "value": features.data.astype(np.float32)})
         spark.createDataFrame(entries, "row int, col int, value float").write.mode("overwrite") \
@@ -321,6 +324,12 @@ class RankingFMModel(Model, _RankingFMParams):
         spark.createDataFrame(vocab, "feature_idx int, feature string").write.mode("overwrite") \
             .parquet(f"{root}/item_feature_vocab")
         self.state.user_state_frame(spark).write.mode("overwrite").parquet(f"{root}/user_state")
+        if self.state.user_shared is not None:
+            _write_side(spark, self.state.user_shared, f"{root}/user_shared")
+        spark.createDataFrame(pd.DataFrame({"feature_idx": np.arange(len(self.user_feature_names), dtype=np.int32),
+                                            "feature": self.user_feature_names}),
+                              "feature_idx int, feature string").write.mode("overwrite") \
+            .parquet(f"{root}/user_feature_vocab")
         save_id_map(self.user_map, f"{root}/id_maps/users", overwrite=True)
         save_id_map(self.item_map, f"{root}/id_maps/items", overwrite=True)
         fs.write_text(spark, f"{root}/metadata.json", json.dumps(meta, indent=2))  # last: marks it complete
@@ -330,17 +339,40 @@ class RankingFMModel(Model, _RankingFMParams):
         """Read a model written by :meth:`save`; it can score, recommend and warm-start a new fit."""
         root = path.rstrip("/")
         meta = json.loads(fs.read_text(spark, f"{root}/metadata.json"))
-        side = spark.read.parquet(f"{root}/item_side").toPandas().sort_values("feature_idx")
-        arrays = {name: (np.stack(side[name].to_numpy()) if side[name].dtype == object else side[name].to_numpy())
-                  .astype(np.float32) for name in side.columns if name != "feature_idx"}
         entries = spark.read.parquet(f"{root}/item_features").toPandas()
         features = sp.csr_matrix((entries["value"].to_numpy(np.float32), (entries["row"], entries["col"])),
                                  shape=tuple(meta["item_features_shape"]))
-        blocks = WarpState.user_blocks_from_frame(spark.read.parquet(f"{root}/user_state"))
-        state = WarpState(SideParams.from_dict(arrays), features, blocks, meta["n_users"], meta["n_items"],
-                          meta["epochs_done"], meta["history"])
         vocab = spark.read.parquet(f"{root}/item_feature_vocab").toPandas().sort_values("feature_idx")
+        user_vocab = _read_vocab(spark, f"{root}/user_feature_vocab")
+        blocks = WarpState.user_blocks_from_frame(spark.read.parquet(f"{root}/user_state"), len(user_vocab))
+        state = WarpState(_read_side(spark, f"{root}/item_side"), features, blocks, meta["n_users"],
+                          meta["n_items"], meta["epochs_done"], meta["history"],
+                          user_shared=_read_side(spark, f"{root}/user_shared") if user_vocab else None)
         model = cls(state, load_id_map(spark, f"{root}/id_maps/users"),
-                    load_id_map(spark, f"{root}/id_maps/items"), vocab["feature"].tolist())
+                    load_id_map(spark, f"{root}/id_maps/items"), vocab["feature"].tolist(), user_vocab)
         model._set(**meta["params"])
         return model
+
+
+def _write_side(spark: SparkSession, side: SideParams, path: str) -> None:
+    """A side's arrays as Parquet, one row per feature (``feature_idx`` plus one column per array)."""
+    arrays = side.to_dict()
+    frame = pd.DataFrame({"feature_idx": np.arange(side.n_features, dtype=np.int32),
+                          **{name: list(a) if a.ndim == 2 else a for name, a in arrays.items()}})
+    schema = ", ".join(["feature_idx int"] + [f"{n} array<float>" if a.ndim == 2 else f"{n} float"
+                                              for n, a in arrays.items()])
+    spark.createDataFrame(frame, schema).write.mode("overwrite").parquet(path)
+
+
+def _read_side(spark: SparkSession, path: str) -> SideParams:
+    side = spark.read.parquet(path).toPandas().sort_values("feature_idx")
+    return SideParams.from_dict({name: (np.stack(side[name].to_numpy()) if side[name].dtype == object
+                                        else side[name].to_numpy()).astype(np.float32)
+                                 for name in side.columns if name != "feature_idx"})
+
+
+def _read_vocab(spark: SparkSession, path: str) -> list[str]:
+    """Feature names by index; [] for a model saved before user features existed."""
+    if not fs.exists(spark, path):
+        return []
+    return spark.read.parquet(path).toPandas().sort_values("feature_idx")["feature"].tolist()

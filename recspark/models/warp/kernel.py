@@ -457,6 +457,8 @@ def fit_epoch(
     item_accum_scale: float = 1.0,
     n_items_total: int | None = None,
     item_feature_alpha: npt.NDArray[np.float32] | None = None,
+    user_feature_alpha: npt.NDArray[np.float32] | None = None,
+    user_accum_scale: npt.NDArray[np.float32] | None = None,
 ) -> EpochStats:
     """One shuffled pass of WARP/BPR updates over the given positives, in place.
 
@@ -499,6 +501,13 @@ def fit_epoch(
         regularised harder than ids). Applied as sparse L2 when a feature is
         updated, ``p *= 1 - alpha_f * local_lr``, on top of ``item_alpha``'s
         lazy scheme (which LightFM applies to every feature alike).
+    user_feature_alpha : np.ndarray of float32, shape [user_side.n_features], optional
+        The same for user features.
+    user_accum_scale : np.ndarray of float32, shape [user_side.n_features], optional
+        ``item_accum_scale`` per user feature: the trainer sets it to the
+        number of shards for user side features (shared by users of every
+        shard, so trained concurrently like items) and 1 for a shard's own
+        users' identity features.
 
     Returns
     -------
@@ -549,14 +558,10 @@ def fit_epoch(
             raise DataValidationError("sample_weight: contains NaN or infinite values.")
     index = _PositiveIndex(positives, umap.n_rows, imap.n_rows)
 
-    if item_feature_alpha is not None:
-        item_feature_alpha = np.asarray(item_feature_alpha, dtype=np.float32)
-        if item_feature_alpha.shape != (item_side.n_features,) or not (item_feature_alpha >= 0).all():
-            raise DataValidationError(
-                f"item_feature_alpha: expected {item_side.n_features} values >= 0 (one per item feature), got "
-                f"shape {item_feature_alpha.shape}.")
     run = _EpochRun(user_side, item_side, umap, imap, index, params, rng, item_accum_scale, n_items_total,
-                    item_feature_alpha)
+                    _per_feature("item_feature_alpha", item_feature_alpha, item_side.n_features),
+                    _per_feature("user_feature_alpha", user_feature_alpha, user_side.n_features),
+                    _per_feature("user_accum_scale", user_accum_scale, user_side.n_features))
     order = rng.permutation(users.size)
     # Overflow is how divergence shows up; it is reported by check_finite
     # below with advice, instead of as NumPy warnings.
@@ -591,6 +596,17 @@ def _is_finite_number(value: object) -> bool:
         and not isinstance(value, bool)
         and math.isfinite(float(value))
     )
+
+
+def _per_feature(name: str, values: npt.ArrayLike | None, n_features: int) -> np.ndarray | None:
+    """``values`` as float32 after checking there is one value >= 0 per feature (None stays None)."""
+    if values is None:
+        return None
+    array = np.asarray(values, dtype=np.float32)
+    if array.shape != (n_features,) or not (array >= 0).all():
+        raise DataValidationError(f"{name}: expected {n_features} values >= 0 (one per feature), got shape "
+                                  f"{array.shape}.")
+    return array
 
 
 def _check_index(idx: np.ndarray, n: int, name: str) -> None:
@@ -898,7 +914,7 @@ class _EpochRun:
     """Mutable state of one pass: packed working sides, lazy-L2 scales and the statistics."""
 
     def __init__(self, user_side, item_side, umap, imap, index, params, rng, item_accum_scale=1.0,
-                 n_items_total=None, item_feature_alpha=None):
+                 n_items_total=None, item_feature_alpha=None, user_feature_alpha=None, user_accum_scale=None):
         self.user_side = user_side
         self.item_side = item_side
         self.users = _PackedSide(user_side)
@@ -918,6 +934,8 @@ class _EpochRun:
         self.lr = np.float32(params.learning_rate)
         self.item_accum_scale = np.float32(item_accum_scale)
         self.item_feature_alpha = item_feature_alpha
+        self.user_feature_alpha = user_feature_alpha
+        self.user_accum_scale = user_accum_scale
         self.stats = EpochStats(item_feature_updates=np.zeros(imap.n_features, dtype=np.int64))
 
     # -- one mini-batch ------------------------------------------------------
@@ -969,9 +987,12 @@ class _EpochRun:
         u_inc = self.umap.incidence(users)
         i_inc = self.imap.incidence(np.concatenate([items, negs]))
         stats.item_feature_updates[i_inc.feats] += i_inc.counts
+        u_accum_scale = (np.float32(1.0) if self.user_accum_scale is None
+                         else self.user_accum_scale[u_inc.feats][:, None])
         u_lr = self._optimise(
             self.users, u_inc.feats, u_inc.to_features(g_user),
-            u_inc.square_sums(g_user), self.params.user_alpha, counts=u_inc.counts,
+            u_inc.square_sums(g_user), self.params.user_alpha, u_accum_scale, self.user_feature_alpha,
+            u_inc.counts,
         )
         i_lr = self._optimise(
             self.items, i_inc.feats, i_inc.to_features(g_items),
@@ -1065,6 +1086,8 @@ class _EpochRun:
                   feature_alpha=None, counts=None):
         """One optimiser step on the packed rows ``feats``; ``grad`` is overwritten.
 
+        ``accum_scale`` is a scalar or one value per row of ``feats`` (shape [n, 1]).
+
         Returns the per-feature sums of local learning rates over the k
         components and the bias (for the lazy-L2 scale update), or None
         when the model is unregularised.
@@ -1074,7 +1097,7 @@ class _EpochRun:
         if side.delta is None:
             # adagrad: the step uses the accumulator before this gradient.
             sq = np.square(grad) if grad_sq is None else grad_sq
-            if accum_scale != 1:
+            if np.ndim(accum_scale) or accum_scale != 1:
                 sq = accum_scale * sq
             if counts is not None and (counts > 1).any():
                 # c contributions summed into one step: sequential steps would see the accumulator

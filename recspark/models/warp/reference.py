@@ -96,7 +96,7 @@ def _optimiser_step(side: SideParams, feature: int, grads, params, alpha, featur
             values[feature] = values[feature] - update
         if alpha > 0:
             values[feature] = values[feature] * (np.float32(1) + np.float32(alpha) * local_lr)
-        if feature_alpha > 0:  # per-feature sparse L2 (kernel's item_feature_alpha)
+        if feature_alpha > 0:  # per-feature sparse L2 (kernel's item_/user_feature_alpha)
             values[feature] = values[feature] * (np.float32(1) - np.float32(feature_alpha) * local_lr)
         lr_sum += float(np.sum(local_lr, dtype=np.float64))
     return lr_sum
@@ -115,6 +115,7 @@ def fit_epoch_reference(
     rng: np.random.Generator,
     *,
     item_feature_alpha: npt.NDArray[np.float32] | None = None,
+    user_feature_alpha: npt.NDArray[np.float32] | None = None,
 ) -> EpochStats:
     """Per-sample loop with the semantics of :func:`kernel.fit_epoch`.
 
@@ -226,7 +227,8 @@ def fit_epoch_reference(
             )
         for feature, grads in sorted(user_grads.items()):
             lr["user"][feature] = _optimiser_step(
-                user_side, feature, grads, params, params.user_alpha, count=grads[4]
+                user_side, feature, grads, params, params.user_alpha,
+                0.0 if user_feature_alpha is None else float(user_feature_alpha[feature]), grads[4],
             )
         if regularised:
             incidences = (

@@ -160,6 +160,16 @@ class SideParams:
             },
         )
 
+    def rows(self, start: int, stop: int | None = None) -> SideParams:
+        """Rows ``start:stop`` of every array (copies), e.g. a shard's own users out of its working side."""
+        return SideParams.from_dict({name: a[start:stop].copy() for name, a in self.to_dict().items()})
+
+    @classmethod
+    def concatenate(cls, parts: list[SideParams]) -> SideParams:
+        """Rows of ``parts`` stacked in order (same optimiser and dimension), e.g. own users then shared features."""
+        return cls.from_dict({name: np.concatenate([p.to_dict()[name] for p in parts])
+                              for name in parts[0].to_dict()})
+
     def to_dict(self) -> dict[str, npt.NDArray[np.float32]]:
         """Return the arrays by field name, omitting absent (``None``) accumulators.
 

@@ -49,7 +49,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX, WEIGHT
+from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX, VALUE, WEIGHT
+from recspark.data.features import FeatureMatrix
 from recspark.errors import ConfigError
 from recspark.models.warp.kernel import KernelParams, check_finite, fit_epoch, representations
 from recspark.models.warp.state import SideParams
@@ -137,7 +138,11 @@ class TrainerParams:
 class ShardData:
     """One shard's interactions in local user rows, sorted (user, item) so order never depends on shuffles.
 
-    ``users[row]`` is the global ``user_idx`` of local row ``row``.
+    ``users[row]`` is the global ``user_idx`` of local row ``row``. With user
+    side features, ``user_features`` is the shard's user feature matrix in
+    local columns: ``0 .. n_local - 1`` the users' own (identity) rows, then
+    the side features shared by all shards; users with features but no
+    interactions (cold start) are shard users too.
     """
 
     users: npt.NDArray[np.int32]
@@ -145,14 +150,30 @@ class ShardData:
     items: npt.NDArray[np.int32]
     weights: npt.NDArray[np.float32]
     n_items: int
+    user_features: sp.csr_matrix | None = None
 
     @classmethod
-    def from_arrays(cls, user_idx: np.ndarray, item_idx: np.ndarray, weight: np.ndarray, n_items: int) -> ShardData:
+    def from_arrays(cls, user_idx: np.ndarray, item_idx: np.ndarray, weight: np.ndarray, n_items: int,
+                    feature_entries: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                    n_user_identity: int = 0, n_user_shared: int = 0) -> ShardData:
+        """``feature_entries`` = (user_idx, global feature column, weight) of this shard's users, columns as in
+        :class:`recspark.data.features.FeatureMatrix` (``n_user_identity`` identity columns, then shared ones)."""
         order = np.lexsort((item_idx, user_idx))
         user_idx, item_idx, weight = user_idx[order], item_idx[order], weight[order]
-        users, rows = np.unique(user_idx, return_inverse=True)
-        return cls(users.astype(np.int32), rows.astype(np.int32), item_idx.astype(np.int32),
-                   weight.astype(np.float32), n_items)
+        if feature_entries is None:
+            users, rows = np.unique(user_idx, return_inverse=True)
+            return cls(users.astype(np.int32), rows.astype(np.int32), item_idx.astype(np.int32),
+                       weight.astype(np.float32), n_items)
+        f_users, f_cols, f_values = feature_entries
+        users = np.unique(np.concatenate([user_idx, f_users]))
+        f_rows = np.searchsorted(users, f_users)
+        n_local = len(users)
+        local_cols = np.where(f_cols < n_user_identity, f_rows, n_local + f_cols - n_user_identity)
+        features = sp.csr_matrix((f_values.astype(np.float32), (f_rows, local_cols)),
+                                 shape=(n_local, n_local + n_user_shared), dtype=np.float32)
+        features.sum_duplicates()
+        return cls(users.astype(np.int32), np.searchsorted(users, user_idx).astype(np.int32),
+                   item_idx.astype(np.int32), weight.astype(np.float32), n_items, features)
 
     def positives(self) -> sp.csr_matrix:
         """CSR [local users, n_items] of known positives (never sampled as negatives)."""
@@ -162,10 +183,18 @@ class ShardData:
     def identity_features(self) -> sp.csr_matrix:
         return sp.identity(len(self.users), dtype=np.float32, format="csr")
 
+    def features(self) -> sp.csr_matrix:
+        """The users' feature matrix over [own rows | shared features] (identity without user features)."""
+        return self.identity_features() if self.user_features is None else self.user_features
+
 
 @dataclass
-class ItemDelta:
-    """A shard's change to the item side, summed across shards by ``treeAggregate``."""
+class SharedDelta:
+    """A shard's change to the parameters all shards share, summed across shards by ``treeAggregate``.
+
+    ``arrays`` holds the item side's arrays by name and, with user side
+    features, the shared user features' arrays prefixed ``user_``.
+    """
 
     arrays: dict[str, np.ndarray]
     n_samples: int = 0
@@ -173,7 +202,7 @@ class ItemDelta:
     loss_sum: float = 0.0
     kernel_seconds: float = 0.0  # summed over shards: epoch time minus this is Spark's share
 
-    def __iadd__(self, other: ItemDelta) -> ItemDelta:
+    def __iadd__(self, other: SharedDelta) -> SharedDelta:
         for name, value in other.arrays.items():
             self.arrays[name] += value
         self.n_samples += other.n_samples
@@ -183,7 +212,7 @@ class ItemDelta:
         return self
 
 
-def _merge_deltas(acc: ItemDelta | None, other: ItemDelta | None) -> ItemDelta | None:
+def _merge_deltas(acc: SharedDelta | None, other: SharedDelta | None) -> SharedDelta | None:
     if acc is None:
         return other
     if other is None:
@@ -192,7 +221,7 @@ def _merge_deltas(acc: ItemDelta | None, other: ItemDelta | None) -> ItemDelta |
     return acc
 
 
-def _leading_deltas(records: Iterator[tuple[int, Any]]) -> Iterator[ItemDelta]:
+def _leading_deltas(records: Iterator[tuple[int, Any]]) -> Iterator[SharedDelta]:
     """The deltas at the head of a round's output partition, without touching the shard states behind them.
 
     The rest of the partition is still drained: a Python worker that leaves
@@ -200,7 +229,7 @@ def _leading_deltas(records: Iterator[tuple[int, Any]]) -> Iterator[ItemDelta]:
     than reading the states.
     """
     for _, record in records:
-        if not isinstance(record, ItemDelta):
+        if not isinstance(record, SharedDelta):
             collections.deque(records, maxlen=0)
             return
         yield record
@@ -240,7 +269,9 @@ def run_shard_epoch(
     n_shards: int = 1,
     params: TrainerParams = TrainerParams(),
     item_feature_alpha: np.ndarray | None = None,
-) -> tuple[SideParams, ItemDelta]:
+    user_shared: SideParams | None = None,
+    user_feature_alpha: np.ndarray | None = None,
+) -> tuple[SideParams, SharedDelta]:
     """One shard's share of one round of an epoch; returns its users and its item-side delta.
 
     ``stratified``: the shard trains on its positives in item block
@@ -251,12 +282,26 @@ def run_shard_epoch(
     accumulators anticipate the other shards' gradients
     (``item_accum_scale``) and the accumulator deltas are divided back.
 
+    With user side features, the shard trains its users' own rows together
+    with a copy of ``user_shared`` (the side features' rows, which every
+    shard's users share, so they are merged like the item side); the delta
+    then also carries their change.
+
     Pure and deterministic (RNG from ``(seed, epoch, sync_round, shard_id)``),
     so Spark can retry it; the inputs are not modified.
     """
     rng = np.random.default_rng([seed, epoch, sync_round, shard_id])
-    users = user_side.copy()
-    features = data.identity_features()
+    n_own = user_side.n_features
+    user_kwargs: dict[str, Any] = {}
+    if user_shared is None:
+        users = user_side.copy()
+    else:
+        users = SideParams.concatenate([user_side, user_shared])
+        user_kwargs["user_accum_scale"] = np.concatenate([np.ones(n_own, np.float32),
+                                                          np.full(user_shared.n_features, n_shards, np.float32)])
+        if user_feature_alpha is not None:
+            user_kwargs["user_feature_alpha"] = np.concatenate([np.zeros(n_own, np.float32), user_feature_alpha])
+    features = data.features()
     before = item_side.to_dict()
     n_samples = n_updates = 0
     loss_sum = 0.0
@@ -280,7 +325,7 @@ def run_shard_epoch(
         positives = data.positives()
         items = item_side.copy()
         block_items, block_features = None, item_features
-        fit_kwargs = {"item_accum_scale": n_shards, "item_feature_alpha": item_feature_alpha}
+        fit_kwargs = {"item_accum_scale": n_shards, "item_feature_alpha": item_feature_alpha, **user_kwargs}
     started = time.process_time()
     for _ in range(params.local_passes):
         stats = fit_epoch(users, items, features, block_features, rows, items_idx, weights, positives, kernel, rng,
@@ -294,15 +339,29 @@ def run_shard_epoch(
         for name in arrays:
             arrays[name][block_items] = after[name] - before[name][block_items]
     else:
-        arrays = {name: after[name] - before[name] for name in before}
-        if n_shards > 1:
-            # Squared-gradient accumulators grew n_shards x (item_accum_scale); adadelta's
-            # running averages of updates decay the shared start value in every shard, so
-            # the sum over shards must count that decay once: both are averaged.
-            for name in ("emb_accum", "bias_accum", "emb_delta_accum", "bias_delta_accum"):
-                if name in arrays:
-                    arrays[name] /= np.float32(n_shards)
-    return users, ItemDelta(arrays, n_samples, n_updates, loss_sum, time.process_time() - started)
+        arrays = _shared_change(before, after, n_shards)
+    if user_shared is not None:
+        shared_after = users.rows(n_own).to_dict()
+        arrays.update({f"user_{name}": change for name, change in
+                       _shared_change(user_shared.to_dict(), shared_after, n_shards).items()})
+        users = users.rows(0, n_own)
+    return users, SharedDelta(arrays, n_samples, n_updates, loss_sum, time.process_time() - started)
+
+
+def _shared_change(before: dict[str, np.ndarray], after: dict[str, np.ndarray], n_shards: int) -> dict[str, np.ndarray]:
+    """One shard's change to parameters every shard trains a copy of, ready to be summed over shards.
+
+    Squared-gradient accumulators grew ``n_shards`` x (the kernel's accum
+    scale); adadelta's running averages of updates decay the shared start
+    value in every shard, so the sum over shards must count that decay once:
+    both are averaged.
+    """
+    arrays = {name: after[name] - before[name] for name in before}
+    if n_shards > 1:
+        for name in ("emb_accum", "bias_accum", "emb_delta_accum", "bias_delta_accum"):
+            if name in arrays:
+                arrays[name] /= np.float32(n_shards)
+    return arrays
 
 
 # --------------------------------------------------------------------------- state records
@@ -347,10 +406,18 @@ def from_chunks(records: Iterable[tuple[int, StateChunk]]) -> Iterator[tuple[int
 
 @dataclass
 class UserBlock:
-    """A shard's users: global indices and their parameters (rows aligned)."""
+    """A shard's users: global indices, their own parameters (rows aligned) and, with side features, their
+    feature matrix over [own rows | shared user features] (:attr:`ShardData.user_features`)."""
 
     users: npt.NDArray[np.int32]
     side: SideParams
+    features: sp.csr_matrix | None = None
+
+    def representations(self, shared: SideParams | None) -> tuple[np.ndarray, np.ndarray]:
+        """The users' vectors and biases: their own rows, plus their weighted shared feature rows."""
+        if self.features is None:
+            return self.side.embeddings, self.side.biases
+        return representations(self.features, SideParams.concatenate([self.side, shared]))
 
 
 @dataclass
@@ -373,6 +440,8 @@ class WarpState:
     n_shards: int = 1
     # Broadcasts the cache's lineage still needs (a lost partition is recomputed from them).
     broadcasts: list[Any] = field(default_factory=list)
+    # User side features' rows (shared by all users; on the driver like the item side), None without.
+    user_shared: SideParams | None = None
 
     def unpersist(self) -> None:
         """Free the cached shards and their broadcasts once the model's users are saved or no longer needed."""
@@ -387,15 +456,21 @@ class WarpState:
         return representations(self.item_features, self.item_side)
 
     def user_factors(self, spark: SparkSession) -> DataFrame:
-        """DataFrame ``user_idx`` int, ``features`` array<float>, ``bias`` float (identity user features)."""
+        """DataFrame ``user_idx`` int, ``features`` array<float>, ``bias`` float: each user's representation."""
         schema = T.StructType([T.StructField(USER_IDX, T.IntegerType(), False),
                                T.StructField(FEATURES, T.ArrayType(T.FloatType(), False), False),
                                T.StructField("bias", T.FloatType(), False)])
+        shared_bc = None
+        if self.user_shared is not None:
+            shared_bc = spark.sparkContext.broadcast(self.user_shared)
+            self.broadcasts.append(shared_bc)
 
         def rows(blocks: Iterable[tuple[int, UserBlock]]) -> Iterator[tuple]:
+            shared = shared_bc.value if shared_bc is not None else None
             for _, block in blocks:
+                reps, biases = block.representations(shared)
                 for i, user in enumerate(block.users):
-                    yield int(user), block.side.embeddings[i].tolist(), float(block.side.biases[i])
+                    yield int(user), reps[i].tolist(), float(biases[i])
 
         return spark.createDataFrame(self.user_blocks.mapPartitions(rows), schema)
 
@@ -403,26 +478,44 @@ class WarpState:
         """Every user's parameters *and* optimiser state: ``user_idx`` plus one column per array.
 
         This is what a saved model keeps so the next fit can warm-start
-        (``init=``) with the optimiser where it left off.
+        (``init=``) with the optimiser where it left off. With user side
+        features it also keeps each user's feature weights: ``own_weight``
+        (of the user's own row), ``feature_cols`` (shared feature indices,
+        from 0) and ``feature_weights``.
         """
         names = self.item_side.to_dict().keys()
+        with_features = self.user_shared is not None
         fields = [T.StructField(USER_IDX, T.IntegerType(), False)] + [
             T.StructField(name, T.ArrayType(T.FloatType(), False) if name.startswith("emb") else T.FloatType(),
                           False) for name in names]
+        if with_features:
+            fields += [T.StructField("own_weight", T.FloatType(), False),
+                       T.StructField("feature_cols", T.ArrayType(T.IntegerType(), False), False),
+                       T.StructField("feature_weights", T.ArrayType(T.FloatType(), False), False)]
 
         def rows(blocks: Iterable[tuple[int, UserBlock]]) -> Iterator[tuple]:
             for _, block in blocks:
                 arrays = block.side.to_dict()
+                n_own = len(block.users)
                 for i, user in enumerate(block.users):
-                    yield (int(user), *[arrays[n][i].tolist() if arrays[n].ndim == 2 else float(arrays[n][i])
+                    row = (int(user), *[arrays[n][i].tolist() if arrays[n].ndim == 2 else float(arrays[n][i])
                                         for n in names])
+                    if with_features:
+                        start, stop = block.features.indptr[i], block.features.indptr[i + 1]
+                        cols, weights = block.features.indices[start:stop], block.features.data[start:stop]
+                        shared = cols >= n_own
+                        row += (float(weights[~shared].sum()), (cols[shared] - n_own).tolist(),
+                                weights[shared].tolist())
+                    yield row
 
         return spark.createDataFrame(self.user_blocks.mapPartitions(rows), T.StructType(fields))
 
     @staticmethod
-    def user_blocks_from_frame(frame: DataFrame) -> RDD:
+    def user_blocks_from_frame(frame: DataFrame, n_user_shared: int = 0) -> RDD:
         """Inverse of :meth:`user_state_frame`: one ``(partition, UserBlock)`` per partition."""
-        names = [c for c in frame.columns if c != USER_IDX]
+        feature_columns = ("own_weight", "feature_cols", "feature_weights")
+        names = [c for c in frame.columns if c != USER_IDX and c not in feature_columns]
+        with_features = "feature_cols" in frame.columns
 
         def build(index: int, rows: Iterable[Any]) -> Iterator[tuple[int, UserBlock]]:
             rows = list(rows)
@@ -430,7 +523,16 @@ class WarpState:
                 return
             users = np.array([r[USER_IDX] for r in rows], dtype=np.int32)
             arrays = {n: np.array([r[n] for r in rows], dtype=np.float32) for n in names}
-            yield index, UserBlock(users, SideParams.from_dict(arrays))
+            features = None
+            if with_features:
+                n_own = len(rows)
+                entries = [(i, i, r["own_weight"]) for i, r in enumerate(rows) if r["own_weight"]] + [
+                    (i, n_own + c, w) for i, r in enumerate(rows) for c, w in zip(r["feature_cols"],
+                                                                                 r["feature_weights"])]
+                r_idx, c_idx, vals = (np.array(x) for x in zip(*entries)) if entries else ([], [], [])
+                features = sp.csr_matrix((np.asarray(vals, np.float32), (r_idx, c_idx)),
+                                         shape=(n_own, n_own + n_user_shared), dtype=np.float32)
+            yield index, UserBlock(users, SideParams.from_dict(arrays), features)
 
         return frame.rdd.mapPartitionsWithIndex(build)
 
@@ -443,8 +545,17 @@ def _user_blocks(records: Iterable[tuple[int, StateChunk]]) -> Iterator[tuple[in
 # --------------------------------------------------------------------------- driver
 
 
-def _shard_rdd(train: DataFrame, n_shards: int, n_items: int, chunk_bytes: int) -> RDD:
-    """``ShardData`` as :func:`to_chunks` records, shard ``k`` in partition ``k``; built with Arrow, not row by row."""
+def _shard_rdd(train: DataFrame, n_shards: int, n_items: int, chunk_bytes: int,
+               user_features: FeatureMatrix | None = None) -> RDD:
+    """``ShardData`` as :func:`to_chunks` records, shard ``k`` in partition ``k``; built with Arrow, not row by row.
+
+    User feature entries travel in the same shuffle as the interactions
+    (``kind`` 1), so each shard gets its users' feature rows without a join.
+    """
+    # Plain values only: the closure below is shipped to executors (no DataFrame in it).
+    with_features = user_features is not None
+    n_identity = user_features.n_identity if with_features else 0
+    n_shared = len(user_features.names) if with_features else 0
     schema = T.StructType([T.StructField("shard", T.IntegerType(), False),
                            T.StructField("part", T.IntegerType(), False),
                            T.StructField("n_parts", T.IntegerType(), False),
@@ -457,20 +568,25 @@ def _shard_rdd(train: DataFrame, n_shards: int, n_items: int, chunk_bytes: int) 
         if not batches:
             return
         table = pa.Table.from_batches(batches)
-        shard = table.column("shard").to_numpy()
+        shard, kind = table.column("shard").to_numpy(), table.column("kind").to_numpy()
+        users, cols, weights = (table.column(c).to_numpy() for c in (USER_IDX, ITEM_IDX, WEIGHT))
         for k in np.unique(shard):
-            mask = shard == k
-            data = ShardData.from_arrays(table.column(USER_IDX).to_numpy()[mask],
-                                         table.column(ITEM_IDX).to_numpy()[mask],
-                                         table.column(WEIGHT).to_numpy()[mask], n_items)
+            mask, features = (shard == k) & (kind == 0), (shard == k) & (kind == 1)
+            entries = (users[features], cols[features], weights[features]) if with_features else None
+            data = ShardData.from_arrays(users[mask], cols[mask], weights[mask], n_items, entries, n_identity,
+                                         n_shared)
             chunks = [chunk for _, chunk in to_chunks(int(k), data, chunk_bytes)]
             yield pa.RecordBatch.from_pydict({"shard": [int(k)] * len(chunks), "part": [c.part for c in chunks],
                                               "n_parts": [c.n_parts for c in chunks],
                                               "payload": [c.payload for c in chunks]}, schema=arrow_schema)
 
-    sharded = (train.select(F.col(USER_IDX).cast("int"), F.col(ITEM_IDX).cast("int"),
-                            F.col(WEIGHT).cast("float"))
-               .withColumn("shard", F.pmod(F.col(USER_IDX), F.lit(n_shards)).cast("int"))
+    rows = train.select(F.col(USER_IDX).cast("int"), F.col(ITEM_IDX).cast("int"), F.col(WEIGHT).cast("float"),
+                        F.lit(0).alias("kind"))
+    if user_features is not None:  # (user, feature column, weight) rows of kind 1
+        rows = rows.unionByName(user_features.entries.select(
+            F.col("row").cast("int").alias(USER_IDX), F.col("col").cast("int").alias(ITEM_IDX),
+            F.col(VALUE).cast("float").alias(WEIGHT), F.lit(1).alias("kind")))
+    sharded = (rows.withColumn("shard", F.pmod(F.col(USER_IDX), F.lit(n_shards)).cast("int"))
                .repartition(n_shards, "shard"))
     packed = sharded.mapInArrow(pack, schema)
     return packed.rdd.map(lambda r: (r.shard, StateChunk(r.part, r.n_parts, r.payload))) \
@@ -499,6 +615,7 @@ class WarpTrainer:
         *,
         item_features: sp.csr_matrix | None = None,
         item_feature_alpha: np.ndarray | None = None,
+        user_features: FeatureMatrix | None = None,
         init: WarpState | None = None,
         epochs: int | None = None,
         on_epoch: Callable[[int, dict[str, float], WarpState], None] | None = None,
@@ -507,6 +624,10 @@ class WarpTrainer:
 
         ``item_feature_alpha`` (one value per item feature column) adds a
         per-feature L2, e.g. per feature group (see the kernel's ``fit_epoch``).
+        ``user_features`` (rows = user indices; its ``entries`` stay
+        distributed) makes a user the weighted sum of its own row and its
+        side features' rows; the latter are shared by all shards and merged
+        each round like the item side.
 
         ``on_epoch(epoch, stats, state)`` is called after every epoch (learning
         curves, progress); ``stats`` holds seconds, samples/s, updates and loss.
@@ -519,11 +640,18 @@ class WarpTrainer:
         item_features = sp.csr_matrix(item_features, dtype=np.float32)
         if item_features.shape[0] != n_items:
             raise ValueError(f"item_features has {item_features.shape[0]} rows but there are {n_items} items")
-        if p.strategy == "stratified" and not _is_identity(item_features):
-            raise ConfigError("strategy='stratified' needs identity item features (side features are shared "
-                              "across item blocks); use strategy='hogwild'")
-        shards = _shard_rdd(train, n_shards, n_items, p.state_chunk_bytes)
+        if p.strategy == "stratified" and (not _is_identity(item_features) or user_features is not None):
+            raise ConfigError("strategy='stratified' needs identity item features and no user features (side "
+                              "features are shared across blocks and shards); use strategy='hogwild'")
+        shards = _shard_rdd(train, n_shards, n_items, p.state_chunk_bytes, user_features)
+        n_user_shared = len(user_features.names) if user_features is not None else 0
+        user_alpha = user_features.feature_alpha() if user_features is not None else None
+        user_alpha = user_alpha[user_features.n_identity:] if user_alpha is not None else None
         if init is not None:
+            if (init.user_shared.n_features if init.user_shared else 0) != n_user_shared:
+                raise ConfigError(f"init: the model has {init.user_shared.n_features if init.user_shared else 0} "
+                                  f"user side features, this fit {n_user_shared}; warm starts need the same ones")
+            user_shared = init.user_shared.copy() if init.user_shared else None
             item_side = init.item_side.copy()
             state_rdd = self._warm_state(shards, init, n_shards)
             first_epoch = init.epochs_done
@@ -533,10 +661,12 @@ class WarpTrainer:
                                         np.random.default_rng([p.seed, 0xFEA7]))
             state_rdd = self._fresh_state(shards)
             first_epoch, history = 0, []
+            user_shared = (SideParams.init(n_user_shared, p.no_components, kernel.optimiser,
+                                           np.random.default_rng([p.seed, 0x05E7, 0xFEA7])) if n_user_shared else None)
         state_rdd = state_rdd.persist(StorageLevel.MEMORY_AND_DISK)
         state_rdd.count()  # build the shards now, so epoch 1's timing is training only
         cached = state_rdd  # the persisted RDD the next round reads its shards from
-        features_bc = sc.broadcast((item_features, item_feature_alpha))
+        features_bc = sc.broadcast((item_features, item_feature_alpha, user_alpha))
         broadcasts: list[Any] = []
         last_epoch = first_epoch + (epochs or p.epochs)
         state = None
@@ -546,7 +676,7 @@ class WarpTrainer:
             loss_sum = kernel_seconds = 0.0
             rounds = rounds_per_epoch(p, n_shards)
             for sync_round in range(rounds):
-                item_bc = sc.broadcast(item_side)
+                item_bc = sc.broadcast((item_side, user_shared))
                 broadcasts.append(item_bc)
                 out = self._epoch_rdd(state_rdd, item_bc, features_bc, epoch, sync_round, n_shards)
                 out = out.persist(StorageLevel.MEMORY_AND_DISK)
@@ -558,7 +688,7 @@ class WarpTrainer:
                                                                          depth=2)
                 cached.unpersist()
                 cached = out
-                state_rdd = out.filter(lambda kv: not isinstance(kv[1], ItemDelta))
+                state_rdd = out.filter(lambda kv: not isinstance(kv[1], SharedDelta))
                 if checkpoint:
                     # A separate RDD, not ``out``, whose closure holds the broadcasts destroyed below.
                     state_rdd = state_rdd.persist(StorageLevel.MEMORY_AND_DISK)
@@ -569,7 +699,7 @@ class WarpTrainer:
                     for bc in broadcasts:  # the truncated lineage no longer needs them
                         bc.destroy()
                     broadcasts = []
-                item_side = self._apply(item_side, delta)
+                item_side, user_shared = self._apply(item_side, user_shared, delta)
                 if delta is not None:
                     n_samples += delta.n_samples
                     n_updates += delta.n_updates
@@ -581,7 +711,7 @@ class WarpTrainer:
                      "kernel_cpu_seconds": kernel_seconds}
             history.append({"epoch": float(epoch + 1), **stats})
             state = WarpState(item_side, item_features, state_rdd.mapPartitions(_user_blocks, True), n_users,
-                              n_items, epoch + 1, history, cached, n_shards, [*broadcasts, features_bc])
+                              n_items, epoch + 1, history, cached, n_shards, [*broadcasts, features_bc], user_shared)
             log.info("epoch %d: %.1fs (kernel %.1f CPU-s over %d shards), %.0f samples/s, %d updates, "
                      "mean loss %.4f", epoch + 1, seconds, kernel_seconds, n_shards, stats["samples_per_s"],
                      stats["updates"], stats["mean_loss"])
@@ -600,7 +730,8 @@ class WarpTrainer:
         def init(records: Iterable[tuple[int, StateChunk]]) -> Iterator[tuple[int, StateChunk]]:
             for shard_id, data in from_chunks(records):
                 rng = np.random.default_rng([p.seed, 0x05E7, shard_id])
-                block = UserBlock(data.users, SideParams.init(len(data.users), p.no_components, optimiser, rng))
+                block = UserBlock(data.users, SideParams.init(len(data.users), p.no_components, optimiser, rng),
+                                  data.user_features)
                 yield from to_chunks(shard_id, (data, block), p.state_chunk_bytes)
 
         return shards.mapPartitions(init, preservesPartitioning=True)
@@ -622,7 +753,7 @@ class WarpTrainer:
                 if user in position:
                     for name, value in row.items():
                         arrays[name][position[user]] = value
-            return data, UserBlock(data.users, SideParams.from_dict(arrays))
+            return data, UserBlock(data.users, SideParams.from_dict(arrays), data.user_features)
 
         previous = init.user_blocks.flatMap(lambda kv: old_rows(kv[1]))
         grouped = shards.cogroup(previous, numPartitions=n_shards)
@@ -633,7 +764,7 @@ class WarpTrainer:
 
     def _epoch_rdd(self, state_rdd: RDD, item_bc: Any, features_bc: Any, epoch: int, sync_round: int,
                    n_shards: int) -> RDD:
-        """Per partition: ``(shard_id, ItemDelta)`` records, then the shards' new states as chunks.
+        """Per partition: ``(shard_id, SharedDelta)`` records, then the shards' new states as chunks.
 
         Deltas come first so :func:`_leading_deltas` reads them from the cached
         output without unpickling the shards behind them.
@@ -642,22 +773,31 @@ class WarpTrainer:
 
         def run(records: Iterator[tuple[int, StateChunk]]) -> Iterator[tuple[int, Any]]:
             states = []
-            features, feature_alpha = features_bc.value
+            features, feature_alpha, user_alpha = features_bc.value
+            item_side, user_shared = item_bc.value
             for shard_id, (data, block) in from_chunks(records):
-                users, delta = run_shard_epoch(shard_id, data, block.side, item_bc.value, features,
+                users, delta = run_shard_epoch(shard_id, data, block.side, item_side, features,
                                                kernel, seed=p.seed, epoch=epoch, sync_round=sync_round,
-                                               n_shards=n_shards, params=p, item_feature_alpha=feature_alpha)
-                states.append((shard_id, (data, UserBlock(data.users, users))))
+                                               n_shards=n_shards, params=p, item_feature_alpha=feature_alpha,
+                                               user_shared=user_shared, user_feature_alpha=user_alpha)
+                states.append((shard_id, (data, UserBlock(data.users, users, data.user_features))))
                 yield shard_id, delta
             for shard_id, state in states:
                 yield from to_chunks(shard_id, state, p.state_chunk_bytes)
 
         return state_rdd.mapPartitions(run, preservesPartitioning=True)
 
-    def _apply(self, item_side: SideParams, delta: ItemDelta | None) -> SideParams:
+    def _apply(self, item_side: SideParams, user_shared: SideParams | None,
+               delta: SharedDelta | None) -> tuple[SideParams, SideParams | None]:
+        """The shared parameters after a round: the summed shard deltas added."""
         if delta is None:
-            return item_side
+            return item_side, user_shared
         merged = item_side.to_dict()
         new_side = SideParams.from_dict({name: merged[name] + delta.arrays[name] for name in merged})
         check_finite(new_side, "item")
-        return new_side
+        if user_shared is not None:
+            merged = user_shared.to_dict()
+            user_shared = SideParams.from_dict({name: merged[name] + delta.arrays[f"user_{name}"]
+                                                for name in merged})
+            check_finite(user_shared, "user")
+        return new_side, user_shared
