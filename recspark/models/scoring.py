@@ -163,6 +163,13 @@ class FactorScorer(Scorer):
             " with item bias" if item_bias is not None else "",
         )
 
+    @property
+    def item_side(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The item vectors and biases (driver copies), e.g. to score a subset of items."""
+        if self._local is None:
+            raise RuntimeError("FactorScorer.item_side is only available on the driver")
+        return self._local
+
     @classmethod
     def from_dataframes(
         cls,

@@ -17,10 +17,10 @@ from pyspark.sql import SparkSession
 from recspark.config import DataConfig, SplitConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
 from recspark.data.filtering import ThresholdPass, apply_min_counts, deduplicate
-from recspark.data.indexing import apply_id_maps, build_id_map, map_size, save_id_map
+from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, map_size, save_id_map
 from recspark.data.ingest import RejectReport, read_interactions, validate_interactions
 from recspark.data.matrix import InteractionMatrix, read_matrix, write_matrix
-from recspark.data.split import check_disjoint, holdout_split, time_split
+from recspark.data.split import check_disjoint, holdout_split, item_holdout_split, time_split
 from recspark.data.synthetic import generate_if_missing
 from recspark.pipeline.timing import StageTimer
 
@@ -48,8 +48,12 @@ def ensure_input(spark: SparkSession, data: DataConfig) -> None:
 
 
 def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, out_dir: str,
-                   timer: StageTimer) -> PreparedData:
-    """Run the data path and write the matrix; returns it re-read from disk (short lineage)."""
+                   timer: StageTimer, *, previous_id_maps: str | None = None) -> PreparedData:
+    """Run the data path and write the matrix; returns it re-read from disk (short lineage).
+
+    ``previous_id_maps``: an earlier run's ``id_maps`` folder (nightly retrains); its ids keep their
+    indices and new ids are appended (:func:`~recspark.data.indexing.build_id_map` ``existing=``).
+    """
     paths = {name: f"{out_dir}/{name}" for name in ("rejects", "id_maps/users", "id_maps/items", "matrix")}
     counts: dict[str, float] = {}
     with timer.stage("ingest"):
@@ -68,8 +72,11 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
         counts["rows_after_threshold"] = passes[-1].rows
     with timer.stage("index"):
         # The training job rebuilds its maps from this run's data; the nightly job extends stored ones.
-        user_map = build_id_map(filtered, USER_ID, USER_IDX)
-        item_map = build_id_map(filtered, ITEM_ID, ITEM_IDX)
+        old_users, old_items = (None, None) if previous_id_maps is None else (
+            load_id_map(spark, f"{previous_id_maps}/users", id_col=USER_ID, idx_col=USER_IDX),
+            load_id_map(spark, f"{previous_id_maps}/items", id_col=ITEM_ID, idx_col=ITEM_IDX))
+        user_map = build_id_map(filtered, USER_ID, USER_IDX, existing=old_users)
+        item_map = build_id_map(filtered, ITEM_ID, ITEM_IDX, existing=old_items)
         save_id_map(user_map, paths["id_maps/users"], overwrite=True)
         save_id_map(item_map, paths["id_maps/items"], overwrite=True)
         n_users, n_items = map_size(user_map), map_size(item_map)
@@ -80,6 +87,8 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
         if split.strategy == "holdout":
             result = holdout_split(indexed, test_user_fraction=split.test_user_fraction, k=split.holdout_k,
                                    seed=split.seed)
+        elif split.strategy == "cold_items":
+            result = item_holdout_split(indexed, test_item_fraction=split.test_item_fraction, seed=split.seed)
         else:
             result = time_split(indexed, last_n=split.time_last_n, cutoff=split.time_cutoff)
         counts.update(result.counts().as_metrics())

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -18,7 +19,7 @@ from recspark.config import TrainConfig, WarpConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.features import FeatureMatrix, build_feature_matrix
 from recspark.data.indexing import load_id_map
-from recspark.evaluation.ranking import evaluate, recommend, with_original_ids
+from recspark.evaluation.ranking import evaluate, evaluate_cold_items, recommend, with_original_ids
 from recspark.models.als import factor_frames, fit_als
 from recspark.models.baselines import PopularityScorer, RandomScorer
 from recspark.models.weights import transformed_weight
@@ -67,6 +68,9 @@ class _Context:
         self.curves: dict[str, list[tuple[int, float]]] = {}
         self.user_map = load_id_map(spark, prepared.paths["id_maps/users"])
         self.item_map = load_id_map(spark, prepared.paths["id_maps/items"])
+        # split.strategy cold_items: the held-out items (O(items) on the driver), ranked among themselves.
+        self.cold_items = (np.array(sorted(r[0] for r in self.test.select(ITEM_IDX).distinct().collect()))
+                           if conf.split.strategy == "cold_items" else None)
 
     def score(self, name: str, scorer: Scorer, step: int = 0) -> dict[str, float]:
         """Evaluate ``scorer`` on the test split; log (at ``step``: the model's last iteration) and keep them."""
@@ -76,6 +80,14 @@ class _Context:
         log_metrics(metrics, prefix=f"{name}_test_", step=step)
         self.summary.metrics[name] = metrics
         log.info("%s: %s", name, _fmt_metrics(metrics, ev.ks))
+        if self.cold_items is not None and isinstance(scorer, FactorScorer):
+            vectors, bias = scorer.item_side
+            with self.timer.stage(f"{name}_evaluate"):
+                cold = evaluate_cold_items(vectors, bias, scorer.user_factors, self.test, self.cold_items,
+                                           ks=tuple(ev.ks))
+            log_metrics(cold, prefix=f"{name}_cold_", step=step)
+            self.summary.metrics[f"{name}_cold"] = cold
+            log.info("%s on cold items: %s", name, _fmt_metrics(cold, ev.ks))
         return metrics
 
     def publish(self, name: str, scorer: Scorer) -> None:
@@ -171,18 +183,24 @@ def _train_sample(ctx: _Context) -> DataFrame:
     return ctx.train.where(bucket < TRAIN_METRIC_USER_PERCENT).cache()
 
 
-def item_feature_matrix(ctx: _Context) -> FeatureMatrix | None:
-    """The item side-feature matrix from ``features.items`` (None without sources); logs what was kept."""
-    conf = ctx.conf.features.items
+def side_feature_matrix(ctx: _Context, side: str) -> FeatureMatrix | None:
+    """The ``item`` or ``user`` side-feature matrix from ``features.<side>s`` (None without sources).
+
+    Item entries are collected (O(items)); user entries stay distributed.
+    Logs the kept/dropped/rejected counts per group.
+    """
+    conf = ctx.conf.features.items if side == "item" else ctx.conf.features.users
     if not conf.sources:
         return None
-    with ctx.timer.stage("item_features"):
-        features = build_feature_matrix(ctx.spark, conf, ctx.item_map, ITEM_ID, ITEM_IDX, ctx.n_items,
-                                        f"{ctx.summary.out_dir}/rejects")
+    id_map, id_col, idx_col, n_rows = ((ctx.item_map, ITEM_ID, ITEM_IDX, ctx.n_items) if side == "item" else
+                                       (ctx.user_map, USER_ID, USER_IDX, ctx.prepared.matrix.n_users))
+    with ctx.timer.stage(f"{side}_features"):
+        features = build_feature_matrix(ctx.spark, conf, id_map, id_col, idx_col, n_rows,
+                                        f"{ctx.summary.out_dir}/rejects", side=side, collect=side == "item")
     for report in features.reports:
-        log_metrics(report.as_metrics("item"))
-        ctx.summary.outputs[f"rejects_item_features_{report.group}"] = report.rejects_path
-    log_metrics({"features_item_total": features.n_features, "features_item_side": len(features.names)})
+        log_metrics(report.as_metrics(side))
+        ctx.summary.outputs[f"rejects_{side}_features_{report.group}"] = report.rejects_path
+    log_metrics({f"features_{side}_total": features.n_features, f"features_{side}_side": len(features.names)})
     return features
 
 
@@ -221,12 +239,14 @@ def run_warp(ctx: _Context) -> None:
             scorer.unpersist()
         log.info("%s", line)
 
-    item_features = item_feature_matrix(ctx)
+    item_features = side_feature_matrix(ctx, "item")
+    user_features = side_feature_matrix(ctx, "user")
     estimator = warp_estimator(conf)
     weighted = ctx.train.select(USER_IDX, ITEM_IDX, transformed_weight(conf.sample_weight).alias(WEIGHT))
     with ctx.timer.stage(f"{name}_fit"):
         model = estimator.fit_indexed(weighted, ctx.user_map, ctx.item_map, n_users=ctx.prepared.matrix.n_users,
-                                      n_items=ctx.n_items, item_features=item_features, on_epoch=on_epoch)
+                                      n_items=ctx.n_items, item_features=item_features,
+                                      user_features=user_features, on_epoch=on_epoch)
     log_params({f"{name}.n_shards_used": model.getOrDefault("numShards"),
                 f"{name}.batch_size_used": model.getOrDefault("batchSize")})
     scorer = model.scorer()

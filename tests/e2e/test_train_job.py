@@ -36,6 +36,7 @@ def small_demo_overrides(tmp: Path) -> list[str]:
         "warp.eval_every=3",
         "warp.train_metrics=true",
         f"features.items.sources=[{{path: {tmp}/data/item_tags, group: tag}}]",
+        f"features.users.sources=[{{path: {tmp}/data/user_interests, group: interest}}]",
     ]
 
 
@@ -79,7 +80,8 @@ def test_outputs_are_written_with_original_ids(demo_run, spark):
                 "models/als/user_factors", "models/als/item_factors", "recommendations/als",
                 "models/warp/user_factors", "models/warp/item_factors", "recommendations/warp",
                 "models/warp/model/user_state", "models/warp/model/item_feature_vocab",
-                "rejects/item_features_tag"):
+                "rejects/item_features_tag", "rejects/user_features_interest", "models/warp/model/user_shared",
+                "models/warp/model/user_feature_vocab"):
         assert (out / sub / "_SUCCESS").exists(), sub
     recs = spark.read.parquet(str(out / "recommendations/als"))
     assert {"user_id", "item_id", "rank", "score"} <= set(recs.columns)
@@ -110,6 +112,8 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     assert len(client.get_metric_history(summary.run_id, "warp_samples_per_s")) == 6
     assert metrics["features_item_tag_kept"] > 0 and metrics["features_item_tag_rows_rejected"] == 0
     assert metrics["features_item_total"] == metrics["n_items"] + metrics["features_item_side"]
+    assert metrics["features_user_interest_kept"] > 0 and metrics["features_user_interest_rows_rejected"] == 0
+    assert metrics["features_user_total"] == metrics["n_users"] + metrics["features_user_side"]
     train_curve = client.get_metric_history(summary.run_id, "warp_train_precision_at_5")
     assert sorted(m.step for m in train_curve) == [3, 6]
     # Train p@5 ranks the training items themselves: it sits well above test p@5.
@@ -131,6 +135,20 @@ def test_summary_table_names_models_and_mlflow(demo_run):
     text = format_summary(summary, conf.evaluation.ks)
     for word in ("als", "popularity", "random", "p@5", summary.run_id, "mlflow ui"):
         assert word in text
+
+
+def test_cold_items_split_logs_cold_start_metrics(spark, tmp_path):
+    """split.strategy=cold_items: whole items held out; WARP with tags ranks them, ALS (no features) cannot."""
+    overrides = small_demo_overrides(tmp_path) + [
+        "split.strategy=cold_items", "als.learning_curve=[]", "warp.eval_every=0", "warp.train_metrics=false",
+        "features.users.sources=[]", "mlflow.experiment=e2e-cold"]
+    conf = load_config(REPO / "conf" / "demo.yaml", TrainConfig, overrides)
+    summary = run_training(spark, conf)
+    warp, als = summary.metrics["warp_cold"], summary.metrics["als_cold"]
+    assert warp["auc"] > 0.65 and warp["auc"] > als["auc"] + 0.1, (warp, als)
+    assert abs(als["auc"] - 0.5) < 0.1  # no interactions, no features: chance
+    metrics = MlflowClient(tracking_uri=summary.tracking_uri).get_run(summary.run_id).data.metrics
+    assert {"warp_cold_precision_at_5", "warp_cold_auc", "als_cold_auc"} <= set(metrics)
 
 
 def run_submit(*args: str, cwd: Path) -> subprocess.CompletedProcess:

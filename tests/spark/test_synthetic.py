@@ -252,3 +252,18 @@ def test_defaults_are_valid_and_dates_parse():
     spec = SyntheticSpec()
     assert dt.date.fromisoformat(spec.start_date)
     assert spec.n_chunks >= 1
+
+
+def test_user_interests_name_each_users_main_cluster_most_of_the_time(generated, rows):
+    """One declared interest per user; ~70% of them are the cluster most of the user's rows fall in."""
+    counts = generated[1]
+    interests = pd.read_parquet(generated[0] / "user_interests")
+    assert counts["user_interests"] == len(interests) == rows[USER_ID].nunique()
+    assert interests[FEATURE].str.fullmatch(r"c\d+").all() and (interests[VALUE] == 1.0).all()
+    item_ids, cluster, _ = planted_item_clusters(SPEC)
+    rows = rows.assign(cluster=rows[ITEM_ID].map(dict(zip(item_ids, cluster))))
+    top = rows.groupby([USER_ID, "cluster"]).size().reset_index(name="n").sort_values(
+        [USER_ID, "n", "cluster"], ascending=[True, False, True]).drop_duplicates(USER_ID)
+    declared = interests.set_index(USER_ID)[FEATURE].str[1:].astype(int)
+    agree = (top.set_index(USER_ID)["cluster"] == declared.reindex(top[USER_ID]).to_numpy()).mean()
+    assert 0.65 < agree < 0.85  # accuracy 0.7, plus noise draws that hit the right cluster by chance
