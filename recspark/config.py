@@ -15,6 +15,7 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -109,10 +110,13 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Train/test split. ``holdout`` is the seed protocol; ``time`` needs timestamps."""
+    """Train/test split. ``holdout`` is the seed protocol; ``time`` needs timestamps; ``cold_items`` holds out
+    whole items (all their interactions go to test) to measure cold start: models also log ``<model>_cold_*``
+    metrics, each test user's items ranked among the held-out items only (only side features can rank them)."""
 
-    strategy: Literal["holdout", "time"] = "holdout"
+    strategy: Literal["holdout", "time", "cold_items"] = "holdout"
     test_user_fraction: float = _bounded(0.2, gt=0.0, le=1.0)
+    test_item_fraction: float = _bounded(0.2, gt=0.0, le=1.0)  # cold_items only
     holdout_k: int = _bounded(5, ge=1)
     time_last_n: int | None = _bounded(None, ge=1)
     time_cutoff: str | None = None
@@ -285,6 +289,183 @@ class ProductsConfig:
             raise ConfigError(f"feature_group must be a feature group name like 'tag', got {self.feature_group!r}")
 
 
+@dataclass(frozen=True)
+class PromotionConfig:
+    """The quality gate: when a nightly candidate takes the ``champion`` alias in the Model Registry."""
+
+    registered_model: str = "recspark"
+    # A metric evaluate() reports for evaluation.ks: precision_at_5, recall_at_10, ndcg_at_5, map_at_5, mrr, auc.
+    primary_metric: str = "precision_at_5"
+    # Promote when candidate >= champion - tolerance (absolute); a negative value demands an improvement.
+    tolerance: float = 0.0
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    """The nightly retrain job: dated snapshot -> candidate -> quality gate -> champion + published recommendations."""
+
+    # The snapshot's date (YYYY-MM-DD), substituted for ``{date}`` in data.path; null: today (UTC).
+    date: str | None = None
+    # Holds runs/<date>/<mlflow run id>/ (one folder per attempt) and the _CURRENT pointer.
+    root: str = "output/nightly"
+    model: Literal["warp", "als"] = "warp"
+    # WARP: continue from the champion's parameters (new users/items start fresh); false: from scratch.
+    warm_start: bool = True
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(path="data/nightly/{date}/interactions"))
+    split: SplitConfig = field(default_factory=SplitConfig)
+    als: AlsConfig = field(default_factory=AlsConfig)
+    warp: WarpConfig = field(default_factory=WarpConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.date is not None:
+            try:
+                datetime.date.fromisoformat(self.date)
+            except ValueError:
+                problems.append(f"date: expected YYYY-MM-DD, got {self.date!r}")
+        metric = re.fullmatch(r"(precision|recall|ndcg|map)_at_(\d+)|mrr|auc", self.promotion.primary_metric)
+        if metric is None or (metric.group(2) and int(metric.group(2)) not in self.evaluation.ks):
+            problems.append(f"promotion.primary_metric: {self.promotion.primary_metric!r} is not reported; use "
+                            f"precision/recall/ndcg/map_at_<k> with k in evaluation.ks {self.evaluation.ks}, "
+                            "mrr or auc")
+        if self.split.strategy == "time" and not self.data.timestamp_col:
+            problems.append("split.strategy 'time' needs data.timestamp_col")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def run_date(self) -> str:
+        """The snapshot date: ``date``, else today in UTC."""
+        return self.date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+
+    def snapshot_path(self) -> str:
+        """``data.path`` with ``{date}`` replaced by :meth:`run_date` (a fixed path is read as is)."""
+        return self.data.path.replace("{date}", self.run_date())
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """One searched setting: ``name`` is its dotted config key (``warp.learning_rate``), the rest its range.
+
+    ``loguniform`` draws evenly in log space (learning rates, L2 strengths spanning decades);
+    ``uniform`` and ``int`` draw linearly unless ``log``; ``categorical`` picks from ``values``
+    (losses, booleans, component counts). The grid strategy takes every categorical value and
+    ``grid_points`` evenly spaced points (log-spaced when logarithmic) of a range.
+    """
+
+    name: str = ""
+    type: Literal["loguniform", "uniform", "int", "categorical"] = "uniform"
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] = _list()
+    log: bool = False
+    grid_points: int = _bounded(3, ge=2)
+
+    @property
+    def logarithmic(self) -> bool:
+        return self.type == "loguniform" or self.log
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.name:
+            problems.append("name is required (a dotted config key such as warp.learning_rate)")
+        if self.type == "categorical":
+            if not self.values:
+                problems.append("categorical needs values: [...]")
+            if self.low is not None or self.high is not None:
+                problems.append("categorical takes values, not low/high")
+        else:
+            if self.values:
+                problems.append(f"{self.type} takes low/high, not values (use type: categorical)")
+            if self.low is None or self.high is None or self.low >= self.high:
+                problems.append(f"{self.type} needs low < high, got low={self.low}, high={self.high}")
+            elif self.logarithmic and self.low <= 0:
+                problems.append(f"a logarithmic range needs low > 0, got {self.low}")
+            if self.type == "int" and any(v is not None and v != int(v) for v in (self.low, self.high)):
+                problems.append(f"int needs whole low/high, got {self.low}, {self.high}")
+        if problems:
+            raise ConfigError(f"{self.name or '<unnamed>'}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class ValidationSplitConfig:
+    """The validation split carved from the training split (a per-user holdout) that trials are scored on."""
+
+    test_user_fraction: float = _bounded(0.2, gt=0.0, le=1.0)
+    holdout_k: int = _bounded(5, ge=1)
+    seed: int = 1042  # not split.seed: validation users differ from test users' draw
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """Stop WARP/BPR trials whose validation learning curve trails the median of earlier trials."""
+
+    enabled: bool = True
+    every: int = _bounded(2, ge=1)  # score validation p@k every N epochs: the curve, and pruning points
+    startup_trials: int = _bounded(3, ge=0)  # trials that must finish before any trial is pruned
+    warmup_epochs: int = _bounded(0, ge=0)  # epochs a trial always gets
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The ``tune`` section: what to search, how, and the budget (trials and/or wall time)."""
+
+    model: Literal["als", "warp"] = "warp"  # warp covers bpr too (search warp.loss)
+    strategy: Literal["grid", "random", "tpe"] = "tpe"
+    n_trials: int | None = _bounded(20, ge=1)  # null: until timeout_minutes (grid: the whole grid)
+    timeout_minutes: float | None = _bounded(None, gt=0.0)  # no trial starts after it; running ones finish
+    concurrency: int = _bounded(2, ge=1)  # trials running at once, each in its own FAIR scheduler pool
+    seed: int = 42
+    tpe_startup_trials: int = _bounded(5, ge=1)  # random trials before TPE models the space
+    space: list[ParamRange] = _list()
+    validation: ValidationSplitConfig = field(default_factory=ValidationSplitConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+
+
+@dataclass(frozen=True)
+class TuneConfig(TrainConfig):
+    """The search job: the training job's sections (the base every trial varies) plus ``tune``."""
+
+    tune: SearchConfig = field(default_factory=SearchConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        problems = []
+        search = self.tune
+        if search.strategy != "grid" and search.n_trials is None and search.timeout_minutes is None:
+            problems.append(f"tune: strategy {search.strategy!r} needs a budget: set tune.n_trials "
+                            "and/or tune.timeout_minutes")
+        if not search.space:
+            problems.append("tune.space: no valid parameter to search; list at least one, e.g. "
+                            "{name: warp.learning_rate, type: loguniform, low: 0.01, high: 0.3}")
+        sections = ("als",) if search.model == "als" else ("warp", "features")
+        base, seen = self.train_config(), set()
+        for i, spec in enumerate(search.space):
+            if spec.name in seen:
+                problems.append(f"tune.space[{i}]: {spec.name} is listed twice")
+            seen.add(spec.name)
+            if spec.name.split(".")[0] not in sections:
+                problems.append(f"tune.space[{i}]: {spec.name} is not a {search.model} setting; "
+                                f"tune.model {search.model!r} searches keys under {', '.join(sections)}")
+                continue
+            ends = [int(spec.low), int(spec.high)] if spec.type == "int" else [spec.low, spec.high]
+            for value in spec.values if spec.type == "categorical" else ends:
+                try:
+                    with_values(base, {spec.name: value})
+                except ConfigError as err:
+                    problems.append(f"tune.space[{i}]: {err}")
+        if problems:  # one line each, as load_config lists problems (a bad key fails at both ends: once)
+            raise ConfigError("\n  - ".join(dict.fromkeys(problems)))
+
+    def train_config(self) -> TrainConfig:
+        """The base training config (everything but ``tune``) that trials vary."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -369,6 +550,8 @@ _INVALID = object()
 
 
 def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
+    if tp is Any:  # checked where it is used (tune.space values, by the key they set)
+        return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -436,6 +619,46 @@ def _check_range(f: dataclasses.Field, value: Any, key: str, problems: list[str]
         problems.append(f"{key}: {value} is out of range; must be > {gt}")
     if le is not None and value > le:
         problems.append(f"{key}: {value} is out of range; must be <= {le}")
+
+
+def with_values(conf: T, values: Mapping[str, Any]) -> T:
+    """A copy of ``conf`` with dotted keys set (``{"warp.learning_rate": 0.1}``), checked as YAML values are.
+
+    For code that varies a loaded config (hyperparameter search trials): types, ranges and each
+    section's own checks apply, so a trial never runs a config the YAML loader would refuse.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem, each under its dotted key.
+    """
+    problems: list[str] = []
+    for key, value in values.items():
+        conf = _with_value(conf, key.split("."), value, key, problems)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return conf
+
+
+def _with_value(node: Any, parts: list[str], value: Any, key: str, problems: list[str]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+    name = parts[0]
+    if name not in fields:
+        close = difflib.get_close_matches(name, fields, n=1)
+        problems.append(f"{key}: unknown key" + (f" (did you mean '{close[0]}' for '{name}'?)" if close else ""))
+        return node
+    if len(parts) > 1:
+        new = _with_value(getattr(node, name), parts[1:], value, key, problems)
+    else:
+        new = _convert(typing.get_type_hints(type(node))[name], value, key, problems)
+        if new is _INVALID:
+            return node
+        _check_range(fields[name], new, key, problems)
+    try:
+        return dataclasses.replace(node, **{name: new})
+    except ConfigError as err:  # the section's own __post_init__ checks
+        problems.append(f"{key}: {err}")
+        return node
 
 
 # --------------------------------------------------------------------------- output
