@@ -15,7 +15,7 @@ from typing import TypeVar
 from pyspark.sql import SparkSession
 
 from recspark.config import SparkConfig, load_config
-from recspark.errors import ConfigError, DataValidationError, ModelFitError
+from recspark.errors import CandidateRejected, ConfigError, DataValidationError, ModelFitError
 from recspark.session import build_session
 
 log = logging.getLogger("recspark")
@@ -27,6 +27,7 @@ EXIT_UNEXPECTED = 1
 EXIT_CONFIG = 2
 EXIT_DATA = 3
 EXIT_MODEL = 4
+EXIT_REJECTED = 5  # nightly: the candidate failed the quality gate
 
 
 def configure_logging() -> None:
@@ -42,7 +43,7 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
     """Parse ``--conf PATH --set key=value ...``, run ``body(spark, conf)``, return an exit code.
 
     Exit codes: 0 ok, 2 invalid config, 3 invalid data, 4 model fit failed,
-    1 anything unexpected (with its traceback).
+    5 candidate rejected by the nightly quality gate, 1 anything unexpected (with its traceback).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--conf", help="YAML config file (defaults apply to what it omits)")
@@ -68,6 +69,9 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
     except ModelFitError as err:
         log.error("model fit failed: %s", err)
         return EXIT_MODEL
+    except CandidateRejected as err:
+        log.error("candidate not promoted: %s", err)
+        return EXIT_REJECTED
     except Exception:  # noqa: BLE001 - keep the traceback, distinct exit code
         log.exception("job failed")
         return EXIT_UNEXPECTED

@@ -19,3 +19,7 @@ class DataValidationError(RecsparkError, ValueError):
 
 class ModelFitError(RecsparkError, RuntimeError):
     """Training diverged or could not run (e.g. non-finite parameters)."""
+
+
+class CandidateRejected(RecsparkError, RuntimeError):
+    """A nightly candidate was trained but failed the quality gate; the champion stays (exit code 5)."""
