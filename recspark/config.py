@@ -98,6 +98,9 @@ class SideFeatures:
     normalize: bool = True
     # Features seen on fewer items/users are dropped (counted per group in MLflow).
     min_frequency: int = _bounded(2, ge=1)
+    # Ids found only in the feature files (no interactions yet) are appended to the id map: cold start.
+    # They get vectors from their features alone; cold users also get recommendations.
+    cold_start: bool = True
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ import logging
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
-from recspark.config import DataConfig, SplitConfig
+from recspark.config import DataConfig, FeaturesConfig, SideFeatures, SplitConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
+from recspark.data.features import feature_ids
 from recspark.data.filtering import ThresholdPass, apply_min_counts, deduplicate
 from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, map_size, save_id_map
 from recspark.data.ingest import RejectReport, read_interactions, validate_interactions
@@ -48,11 +50,13 @@ def ensure_input(spark: SparkSession, data: DataConfig) -> None:
 
 
 def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, out_dir: str,
-                   timer: StageTimer, *, previous_id_maps: str | None = None) -> PreparedData:
+                   timer: StageTimer, *, previous_id_maps: str | None = None,
+                   features: FeaturesConfig | None = None) -> PreparedData:
     """Run the data path and write the matrix; returns it re-read from disk (short lineage).
 
     ``previous_id_maps``: an earlier run's ``id_maps`` folder (nightly retrains); its ids keep their
     indices and new ids are appended (:func:`~recspark.data.indexing.build_id_map` ``existing=``).
+    ``features``: ids only in a side's feature files are appended too when its ``cold_start`` is on.
     """
     paths = {name: f"{out_dir}/{name}" for name in ("rejects", "id_maps/users", "id_maps/items", "matrix")}
     counts: dict[str, float] = {}
@@ -77,9 +81,15 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
             load_id_map(spark, f"{previous_id_maps}/items", id_col=ITEM_ID, idx_col=ITEM_IDX))
         user_map = build_id_map(filtered, USER_ID, USER_IDX, existing=old_users)
         item_map = build_id_map(filtered, ITEM_ID, ITEM_IDX, existing=old_items)
+        if features is not None:
+            warm = map_size(user_map), map_size(item_map)
+            user_map = _with_feature_only_ids(spark, features.users, user_map, USER_ID, USER_IDX)
+            item_map = _with_feature_only_ids(spark, features.items, item_map, ITEM_ID, ITEM_IDX)
         save_id_map(user_map, paths["id_maps/users"], overwrite=True)
         save_id_map(item_map, paths["id_maps/items"], overwrite=True)
         n_users, n_items = map_size(user_map), map_size(item_map)
+        if features is not None:
+            counts.update(cold_users=n_users - warm[0], cold_items=n_items - warm[1])
         # Persisted: counting the split, checking disjointness and writing the matrix
         # would otherwise each re-run the join with the id maps.
         indexed = apply_id_maps(filtered, user_map, item_map).persist(StorageLevel.MEMORY_AND_DISK)
@@ -99,3 +109,12 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
     density = (matrix.train_rows + matrix.test_rows) / max(n_users * n_items, 1)
     counts.update(n_users=n_users, n_items=n_items, sparsity=1.0 - density)
     return PreparedData(matrix=matrix, rejects=report, threshold_passes=passes, counts=counts, paths=paths)
+
+
+def _with_feature_only_ids(spark: SparkSession, conf: SideFeatures, id_map: DataFrame, id_col: str,
+                           idx_col: str) -> DataFrame:
+    """``id_map`` plus the ids that appear only in the side's feature files (appended, never renumbered)."""
+    if not conf.sources or not conf.cold_start:
+        return id_map
+    ids = feature_ids(spark, conf.sources, id_col).select(F.col("id").alias(id_col))
+    return build_id_map(ids, id_col, idx_col, existing=id_map)

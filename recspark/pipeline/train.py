@@ -90,11 +90,11 @@ class _Context:
             log.info("%s on cold items: %s", name, _fmt_metrics(cold, ev.ks))
         return metrics
 
-    def publish(self, name: str, scorer: Scorer) -> None:
-        """Write top-N recommendations for every training user, with original ids."""
+    def publish(self, name: str, scorer: Scorer, users: DataFrame | None = None) -> None:
+        """Write top-N recommendations for every training user (or ``users``), with original ids."""
         path = f"{self.summary.out_dir}/recommendations/{name}"
         with self.timer.stage(f"{name}_recommend"):
-            recs = recommend(scorer, self.train, k=self.conf.evaluation.recommend_k,
+            recs = recommend(scorer, self.train, k=self.conf.evaluation.recommend_k, users=users,
                              exclude_train=self.conf.evaluation.exclude_train)
             with_original_ids(recs, self.user_map, self.item_map).write.mode("overwrite").parquet(path)
         self.summary.outputs[f"{name}_recommendations"] = path
@@ -259,7 +259,8 @@ def run_warp(ctx: _Context) -> None:
         log.info("%s after %d epochs%s", name, conf.epochs, line)
         ctx.curves[f"{name} (train)"] = train_curve
         train_sample.unpersist()
-    ctx.publish(name, scorer)
+    # With user features, cold users (features, no interactions) get recommendations too.
+    ctx.publish(name, scorer, users=ctx.user_map.select(USER_IDX) if user_features is not None else None)
     with ctx.timer.stage(f"{name}_save"):
         ctx.save_factors(name, model.user_factors_indexed(), model.item_factors_indexed())
         model.save(f"{ctx.summary.out_dir}/models/{name}/model")
@@ -278,7 +279,7 @@ def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
         # Everything is written under the staging directory and published at the end in one
         # rename, so a killed run never leaves old and new outputs mixed (pipeline/outputs.py).
         out_dir = staged.staging
-        prepared = prepare_matrix(spark, conf.data, conf.split, out_dir, timer)
+        prepared = prepare_matrix(spark, conf.data, conf.split, out_dir, timer, features=conf.features)
         log_metrics(prepared.counts)
         for step in prepared.threshold_passes:
             log_metrics({"threshold_rows": step.rows, "threshold_users": step.users, "threshold_items": step.items},

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from recspark.config import TrainConfig, load_config
 from recspark.pipeline.report import format_summary
+from recspark.pipeline.prepare import ensure_input
 from recspark.pipeline.train import run_training
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,10 +41,21 @@ def small_demo_overrides(tmp: Path) -> list[str]:
     ]
 
 
+def add_signup_user(spark, conf: TrainConfig, tmp: Path) -> None:
+    """The demo data plus a user who signed up (declared an interest) but has no interaction yet."""
+    ensure_input(spark, conf.data)
+    interests = spark.read.parquet(f"{tmp}/data/user_interests")
+    signup = spark.createDataFrame([("u_signup", "c1", 1.0)], interests.schema)
+    interests.unionByName(signup).write.parquet(f"{tmp}/data/user_interests_plus")
+
+
 @pytest.fixture(scope="module")
 def demo_run(spark, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
-    conf = load_config(REPO / "conf" / "demo.yaml", TrainConfig, small_demo_overrides(tmp))
+    overrides = small_demo_overrides(tmp)
+    add_signup_user(spark, load_config(REPO / "conf" / "demo.yaml", TrainConfig, overrides), tmp)
+    overrides.append(f"features.users.sources=[{{path: {tmp}/data/user_interests_plus, group: interest}}]")
+    conf = load_config(REPO / "conf" / "demo.yaml", TrainConfig, overrides)
     summary = run_training(spark, conf)
     return conf, summary
 
@@ -88,6 +100,10 @@ def test_outputs_are_written_with_original_ids(demo_run, spark):
     assert recs.filter("NOT user_id LIKE 'u%' OR NOT item_id LIKE 'i%'").count() == 0
     per_user = recs.groupBy("user_id").count()
     assert per_user.filter(f"count != {conf.evaluation.recommend_k}").count() == 0
+    # The signed-up user has no interactions: recommended from the declared interest by WARP only.
+    warp = spark.read.parquet(str(out / "recommendations/warp"))
+    assert warp.where("user_id = 'u_signup'").count() == conf.evaluation.recommend_k
+    assert recs.where("user_id = 'u_signup'").count() == 0
 
 
 def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
@@ -114,6 +130,7 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     assert metrics["features_item_total"] == metrics["n_items"] + metrics["features_item_side"]
     assert metrics["features_user_interest_kept"] > 0 and metrics["features_user_interest_rows_rejected"] == 0
     assert metrics["features_user_total"] == metrics["n_users"] + metrics["features_user_side"]
+    assert metrics["cold_users"] == 1 and metrics["cold_items"] == 0  # u_signup: features only
     train_curve = client.get_metric_history(summary.run_id, "warp_train_precision_at_5")
     assert sorted(m.step for m in train_curve) == [3, 6]
     # Train p@5 ranks the training items themselves: it sits well above test p@5.
