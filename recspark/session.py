@@ -24,6 +24,26 @@ _DEFAULTS = {
 _LAUNCH_ONLY = ("spark.driver.memory", "spark.driver.extraJavaOptions", "spark.driver.extraClassPath")
 
 
+def checkpoint_dir_problem(master: str, checkpoint_dir: str) -> str | None:
+    """Why ``checkpoint_dir`` is unsafe for ``master``, or None.
+
+    Checkpoints are written by the executors and read back by whichever
+    executor recomputes a partition: a plain local path only works when all
+    executors share one disk (``local`` modes). On a multi-host cluster each
+    executor would write to its own disk and a retried task could not read them.
+
+    >>> checkpoint_dir_problem("local[*]", "checkpoints") is None, checkpoint_dir_problem("yarn", "hdfs:///ck") is None
+    (True, True)
+    >>> "shared" in checkpoint_dir_problem("spark://10.0.0.1:7077", "checkpoints")
+    True
+    """
+    if master.startswith("local") or "://" in checkpoint_dir:
+        return None
+    return (f"spark.checkpoint_dir {checkpoint_dir!r} is a local path but the master is {master}: on a multi-host "
+            "cluster every executor would checkpoint to its own disk. Set spark.checkpoint_dir to a shared "
+            "location (hdfs://..., s3a://..., or file:///a/shared/mount).")
+
+
 def build_session(
     master: str | None = None,
     app_name: str = "recspark",
@@ -54,5 +74,8 @@ def build_session(
     spark.sparkContext.setLogLevel("WARN")
     if checkpoint_dir:
         spark.sparkContext.setCheckpointDir(checkpoint_dir)
+        problem = checkpoint_dir_problem(spark.sparkContext.master, checkpoint_dir)
+        if problem:
+            log.warning("%s", problem)
     log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
     return spark
