@@ -20,7 +20,9 @@ Steps (one MLflow run, ``nightly-<date>``):
    factors. The candidate is promoted when
    ``candidate >= champion - promotion.tolerance`` on ``promotion.primary_metric``.
 5. **Register** the candidate (a NumPy pyfunc, :mod:`recspark.tracking.pyfunc`)
-   as a new version tagged with the date; a rerun of a date replaces it.
+   as a new version tagged with the date; a rerun of a date replaces it. Its
+   per-user table is written by Spark (:func:`write_pyfunc_users`) and copied
+   into the model as files: only item-side arrays are built on the driver.
 6. **Publish** when promoted: switch ``<root>/_CURRENT`` to this run's folder
    (atomic rename, :mod:`recspark.pipeline.publish`), then move the
    ``champion`` alias. When rejected neither moves, the version and the run
@@ -28,7 +30,7 @@ Steps (one MLflow run, ``nightly-<date>``):
    is raised after the MLflow run is closed (the job exits 5).
 
 Each attempt writes its own folder ``<root>/runs/<date>/<mlflow run id>/``
-(rejects, id maps, matrix, model, recommendations) and never touches another
+(rejects, id maps, matrix, model, recommendations, pyfunc) and never touches another
 attempt's; a rerun of a date deletes that date's folders that neither the
 pointer nor the champion uses.
 """
@@ -144,9 +146,9 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
             save_run(spark, conf, prepared, candidate, scorer, seen, run_dir)
         with timer.stage("register"):
             version = registry.register_candidate(
-                name, pyfunc_arrays(prepared, candidate, catalogue, popularity.counts, seen), date=date,
-                run_dir=run_dir, k=conf.evaluation.recommend_k,
-                normalize_user_features=conf.features.users.normalize)
+                name, pyfunc_arrays(prepared, candidate, catalogue, popularity.counts),
+                write_pyfunc_users(prepared, candidate, catalogue, seen, run_dir), date=date, run_dir=run_dir,
+                k=conf.evaluation.recommend_k, normalize_user_features=conf.features.users.normalize)
         if promoted:
             publish.switch_pointer(spark, root, run_dir)  # readers first: a crash here leaves the champion as is
         registry.record_decision(client, version, promoted, reason)
@@ -334,31 +336,46 @@ def save_run(spark: SparkSession, conf: NightlyConfig, prepared: PreparedData, c
 
 
 def pyfunc_arrays(prepared: PreparedData, candidate: Candidate, catalogue: npt.NDArray[np.bool_],
-                  popularity: npt.NDArray[np.float32], seen: DataFrame) -> dict[str, Any]:
-    """The pyfunc's arrays (see :func:`recspark.tracking.registry.write_model_arrays`), built on the driver.
+                  popularity: npt.NDArray[np.float32]) -> dict[str, Any]:
+    """The pyfunc's item-side arrays (see :func:`recspark.tracking.registry.write_model_arrays`).
 
-    O(users x factors + interactions) reach the driver here: the pyfunc serves
-    from memory without Spark, so this is the size of the model it serves.
+    Built on the driver: only O(items x factors) (today's catalogue, in
+    column order, and the user feature embeddings). The per-user part is
+    :func:`write_pyfunc_users`.
     """
     spark = candidate.user_factors.sparkSession
     items = load_id_map(spark, prepared.paths["id_maps/items"]).toPandas().sort_values(ITEM_IDX)
     columns = np.flatnonzero(catalogue)
-    column_of = np.full(len(catalogue), -1, dtype=np.int64)
-    column_of[columns] = np.arange(len(columns))
-    users = (candidate.user_factors.select(USER_IDX, FEATURES)
-             .join(load_id_map(spark, prepared.paths["id_maps/users"]), USER_IDX).toPandas().sort_values(USER_IDX))
-    row_of = np.full(prepared.matrix.n_users, -1, dtype=np.int64)
-    row_of[users[USER_IDX].to_numpy()] = np.arange(len(users))
-    pairs = seen.toPandas()
-    rows, cols = row_of[pairs[USER_IDX].to_numpy()], column_of[pairs[ITEM_IDX].to_numpy()]
-    keep = (rows >= 0) & (cols >= 0)
-    seen_csr = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])),
-                             shape=(len(users), len(columns)))
-    empty = np.zeros((0, candidate.item_vectors.shape[1]), np.float32)
+    features = candidate.user_feature_vectors
+    if features is None:
+        features = np.zeros((0, candidate.item_vectors.shape[1]), np.float32)
     return {"item_ids": items[ITEM_ID].to_numpy()[columns], "item_vectors": candidate.item_vectors[columns],
             "item_bias": candidate.item_bias[columns], "popularity": popularity[columns],
-            "user_ids": users[USER_ID].to_numpy(),
-            "user_vectors": np.stack(users[FEATURES].to_numpy()) if len(users) else empty,
-            "user_feature_names": candidate.user_feature_names,
-            "user_feature_vectors": empty if candidate.user_feature_vectors is None else candidate.user_feature_vectors,
-            "seen": seen_csr}
+            "user_feature_names": candidate.user_feature_names, "user_feature_vectors": features}
+
+
+def write_pyfunc_users(prepared: PreparedData, candidate: Candidate, catalogue: npt.NDArray[np.bool_],
+                       seen: DataFrame, run_dir: str) -> str:
+    """Write the pyfunc's per-user table to ``<run_dir>/pyfunc/users``; returns that folder.
+
+    One row per user with factors: ``user_id``, ``vector`` and ``seen`` (the
+    catalogue columns of the user's train and held-out items, which the pyfunc
+    excludes), layout in :mod:`recspark.tracking.pyfunc`. It is O(users x
+    factors + interactions), so Spark joins and writes it from the executors:
+    only the O(items) item -> column map is broadcast, nothing per user
+    reaches the driver. MLflow copies the folder into the model as files.
+    """
+    spark = candidate.user_factors.sparkSession
+    columns = np.flatnonzero(catalogue)
+    column_of = spark.createDataFrame(
+        pd.DataFrame({ITEM_IDX: columns.astype(np.int32), "column": np.arange(len(columns), dtype=np.int32)}),
+        f"{ITEM_IDX} int, column int")
+    seen_columns = (seen.join(F.broadcast(column_of), ITEM_IDX).groupBy(USER_IDX)
+                    .agg(F.array_sort(F.collect_set("column")).alias("seen")))
+    users = (candidate.user_factors.select(USER_IDX, F.col(FEATURES).cast("array<float>").alias("vector"))
+             .join(load_id_map(spark, prepared.paths["id_maps/users"]), USER_IDX)
+             .join(seen_columns, USER_IDX, "left")
+             .select(USER_ID, "vector", F.coalesce("seen", F.array().cast("array<int>")).alias("seen")))
+    path = f"{run_dir}/pyfunc/users"
+    users.write.parquet(path)
+    return path

@@ -20,13 +20,17 @@ row per recommendation, ``user_id``, ``rank`` (1-based), ``item_id``,
 - any other user (``source="popularity"``): the most popular items (distinct
   training users per item).
 
-Artifacts (written by :func:`recspark.tracking.registry.write_model_arrays`):
+Artifacts (logged by :func:`recspark.tracking.registry.register_candidate`):
 ``arrays.npz`` (``item_vectors`` [n_items, k], ``item_bias`` [n_items],
-``user_vectors`` [n_users, k], ``popularity`` [n_items], ``seen_indptr`` /
-``seen_indices``: CSR rows of the users' items, ``user_feature_vectors``
-[n_user_features, k]), ``users.parquet`` (``user_id`` in row order),
-``items.parquet`` (``item_id`` in column order) and ``user_features.parquet``
-(``feature`` in row order). The catalogue is the items of the snapshot the
+``popularity`` [n_items], ``user_feature_vectors`` [n_user_features, k]),
+``items.parquet`` (``item_id`` in column order), ``user_features.parquet``
+(``feature`` in row order), all O(items) and built on the Spark driver, and
+``users``: a Parquet folder written by Spark's executors, one row per user
+with factors, ``user_id``, ``vector`` (array<float>, length k) and ``seen``
+(array<int>: the catalogue columns of the user's train and held-out items),
+in any number of part files in any order. The per-user index (user id ->
+row, vectors, seen items as CSR) is rebuilt from it when the model is
+loaded, on the serving host. The catalogue is the items of the snapshot the
 model was trained on.
 """
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 #: Users scored per GEMM: bounds the score block to ~32 MiB of float32 for 2k items x 4k users.
 _BLOCK_ELEMENTS = 2**23
@@ -47,18 +52,32 @@ class NightlyRecommender(mlflow.pyfunc.PythonModel):
         arrays = np.load(context.artifacts["arrays"])
         self.item_vectors = arrays["item_vectors"]
         self.item_bias = arrays["item_bias"]
-        self.user_vectors = arrays["user_vectors"]
         self.popularity = arrays["popularity"]
-        self.seen_indptr, self.seen_indices = arrays["seen_indptr"], arrays["seen_indices"]
         self.feature_vectors = arrays["user_feature_vectors"]
-        self.user_rows = pd.Index(pd.read_parquet(context.artifacts["users"])["user_id"])
         self.item_ids = pd.read_parquet(context.artifacts["items"])["item_id"].to_numpy()
         self.feature_rows = pd.Index(pd.read_parquet(context.artifacts["user_features"])["feature"])
+        self._load_users(context.artifacts["users"])
         config = context.model_config or {}
         self.k = int(config.get("k", 10))
         self.normalize_features = bool(config.get("normalize_user_features", True))
         # Popular items in rank order (score desc, position asc), shared by every user without a vector.
         self.popular = np.lexsort((np.arange(len(self.popularity)), -self.popularity))
+
+    def _load_users(self, path: str) -> None:
+        """Index the per-user folder: rows follow the table as read, so part file order does not matter.
+
+        Read with Arrow and flattened column-wise (no Python object per user):
+        ``user_rows`` maps a user id to its row of ``user_vectors`` and of the
+        seen CSR (``seen_indptr``/``seen_indices``).
+        """
+        table = pq.read_table(path, columns=["user_id", "vector", "seen"])  # every part file; skips _SUCCESS
+        self.user_rows = pd.Index(table["user_id"].to_pandas())
+        vectors, seen = table["vector"].combine_chunks(), table["seen"].combine_chunks()
+        flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        self.user_vectors = flat.reshape(len(table), self.item_vectors.shape[1])
+        offsets = seen.offsets.to_numpy().astype(np.int64)
+        self.seen_indptr = offsets - offsets[0]
+        self.seen_indices = seen.flatten().to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict | None = None) -> pd.DataFrame:

@@ -24,7 +24,6 @@ import mlflow
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import scipy.sparse as sp
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -52,45 +51,43 @@ def champion(client: MlflowClient, name: str) -> ModelVersion | None:
 
 
 def write_model_arrays(out_dir: Path, *, item_ids: npt.NDArray[np.object_], item_vectors: np.ndarray,
-                       item_bias: np.ndarray, popularity: np.ndarray, user_ids: npt.NDArray[np.object_],
-                       user_vectors: np.ndarray, seen: sp.csr_matrix, user_feature_names: list[str],
+                       item_bias: np.ndarray, popularity: np.ndarray, user_feature_names: list[str],
                        user_feature_vectors: np.ndarray) -> dict[str, str]:
-    """Write the pyfunc's artifacts (layout in :mod:`recspark.tracking.pyfunc`); returns name -> local path.
+    """Write the pyfunc's item-side artifacts (layout in :mod:`recspark.tracking.pyfunc`); returns name -> path.
 
-    Rows of ``user_vectors``/``seen`` follow ``user_ids``; columns of ``seen``
-    and rows of the item arrays follow ``item_ids``; rows of
+    All of them are O(items x factors), built on the driver. Rows of the item
+    arrays follow ``item_ids`` (the catalogue columns); rows of
     ``user_feature_vectors`` (``[0, k]`` without user side features) follow
     ``user_feature_names``.
     """
-    seen = sp.csr_matrix(seen)
     paths = {name: out_dir / f"{name}.{ext}" for name, ext in
-             (("arrays", "npz"), ("users", "parquet"), ("items", "parquet"), ("user_features", "parquet"))}
+             (("arrays", "npz"), ("items", "parquet"), ("user_features", "parquet"))}
     np.savez(paths["arrays"], item_vectors=np.asarray(item_vectors, np.float32),
-             item_bias=np.asarray(item_bias, np.float32), user_vectors=np.asarray(user_vectors, np.float32),
-             popularity=np.asarray(popularity, np.float32), seen_indptr=seen.indptr.astype(np.int64),
-             seen_indices=seen.indices.astype(np.int32),
+             item_bias=np.asarray(item_bias, np.float32), popularity=np.asarray(popularity, np.float32),
              user_feature_vectors=np.asarray(user_feature_vectors, np.float32))
-    pd.DataFrame({"user_id": pd.Series(user_ids, dtype=str)}).to_parquet(paths["users"], index=False)
     pd.DataFrame({"item_id": pd.Series(item_ids, dtype=str)}).to_parquet(paths["items"], index=False)
     pd.DataFrame({"feature": pd.Series(user_feature_names, dtype=str)}).to_parquet(paths["user_features"],
                                                                                    index=False)
     return {name: str(path) for name, path in paths.items()}
 
 
-def register_candidate(name: str, arrays: dict[str, Any], *, k: int, date: str, run_dir: str,
+def register_candidate(name: str, arrays: dict[str, Any], users: str, *, k: int, date: str, run_dir: str,
                        normalize_user_features: bool = True) -> ModelVersion:
     """Log the pyfunc in the active run and register it as a new version of ``name``, tagged with the date.
 
-    ``arrays`` are :func:`write_model_arrays`' keyword arguments; ``k`` is the
-    default number of recommendations per user (``params={"k": ...}`` overrides it);
-    ``normalize_user_features``: whether a new user's feature weights are 1/n
-    (``features.users.normalize`` of the training).
+    ``arrays`` are :func:`write_model_arrays`' keyword arguments; ``users`` is
+    the path or URI of the per-user Parquet folder (layout in
+    :mod:`recspark.tracking.pyfunc`), written by Spark: MLflow copies it into
+    the model file by file, so it never enters this process's memory. ``k`` is
+    the default number of recommendations per user (``params={"k": ...}``
+    overrides it); ``normalize_user_features``: whether a new user's feature
+    weights are 1/n (``features.users.normalize`` of the training).
     """
     signature = ModelSignature(inputs=_SIGNATURE_INPUTS, outputs=_SIGNATURE_OUTPUTS,
                                params=ParamSchema([ParamSpec("k", "long", k)]))
     requirements = [f"{lib.__name__}=={lib.__version__}" for lib in (mlflow, np, pd)] + ["pyarrow"]
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = write_model_arrays(Path(tmp), **arrays)
+        artifacts = {**write_model_arrays(Path(tmp), **arrays), "users": users}
         info = mlflow.pyfunc.log_model(name="model", python_model=str(_PYFUNC_CODE), artifacts=artifacts,
                                        model_config={"k": k, "normalize_user_features": normalize_user_features},
                                        signature=signature, pip_requirements=requirements,

@@ -197,6 +197,11 @@ def test_the_champion_pyfunc_recommends_without_spark(scenario, spark):
     assert len(cold) == 10 and (cold["source"] == "popularity").all()
     assert cold["score"].is_monotonic_decreasing
     assert len(model.predict(pd.DataFrame({"user_id": [user]}), params={"k": 3})) == 3
+    # The per-user artifact is the folder Spark wrote in the run, one row per user with factors.
+    written = spark.read.parquet(f"{day2.run_dir}/pyfunc/users")
+    assert written.columns == ["user_id", "vector", "seen"]
+    n_users = spark.read.parquet(f"{day2.run_dir}/model/user_factors").count()
+    assert written.count() == n_users == len(model.unwrap_python_model().user_rows)
 
 
 def test_config_names_a_bad_date_and_a_metric_evaluation_does_not_report():
