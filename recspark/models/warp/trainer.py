@@ -91,8 +91,11 @@ def default_batch_size(n_items: int) -> int:
 #: Largest piece of a shard's pickled state stored as one Spark record. The JVM holds a record as one
 #: byte array: a shard of 10M interactions with its users pickles to ~0.7 GB, more than a small heap
 #: can allocate or spill (the 10M-row run with a 2g driver died in WARP), and 2 GB is a hard limit.
-#: Pieces this size are cached and spilled to disk like any other records.
-STATE_CHUNK_BYTES = 64 << 20
+#: Pieces this size are cached and spilled to disk like any other records. They are also the rows
+#: of the Arrow -> RDD hand-over that builds the shards, where the JVM pickles each binary value
+#: through a string (several times its size in transient heap): 64 MB pieces ran a 10M-row fit's
+#: 8g executor out of heap there, so they are kept small.
+STATE_CHUNK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
