@@ -36,7 +36,7 @@ The claim under test: with ``--driver-memory 2g`` the 20M case completes,
 because only item-side state (O(items x components)) and counts reach the
 driver. In ``local[2]`` the driver JVM also runs the tasks and holds cached
 blocks, so its heap mixes driver and executor memory; ``--master
-'local-cluster[1,2,6144]' --set spark.conf.spark.executor.memory=5g`` moves
+local-cluster[1,2,10240]' --executor-memory 8g`` moves
 the executors into their own JVM (the "exec JVM" column) and leaves the
 driver heap to driver state only.
 
@@ -254,6 +254,8 @@ def train(data: Path, work: Path, opts: argparse.Namespace) -> tuple[float, dict
         f"spark.conf.spark.driver.memory={opts.driver_memory}", *opts.set,
     ]
     args = [str(REPO / "spark-submit.sh"), "--master", opts.master, "--driver-memory", opts.driver_memory,
+            # --conf, not --executor-memory: spark-submit drops the latter for local-cluster masters.
+            *(["--conf", f"spark.executor.memory={opts.executor_memory}"] if opts.executor_memory else []),
             "--driver-java-options", f"-Xlog:gc:file={work}/gc.log", str(REPO / "jobs" / "train.py"),
             "--conf", str(REPO / "conf" / "demo.yaml"), *[x for s in sets for x in ("--set", s)]]
     seconds, sampler = run_logged(args, work / "train.log", opts.timeout, "jobs/train.py", opts.interval)
@@ -343,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["2m", "5m", "10m", "20m"],
                         help="interactions per run: 2m, 500k, 200000, ...")
     parser.add_argument("--driver-memory", default="2g", help="spark-submit --driver-memory of the training job")
+    parser.add_argument("--executor-memory", default=None,
+                        help="executor heap, e.g. 8g (local-cluster: at most the worker's memory); passed to "
+                             "spark-submit as --conf spark.executor.memory")
     parser.add_argument("--master", default="local[2]",
                         help="e.g. local-cluster[1,2,6144]: executors in their own JVM, so the driver heap holds "
                              "only driver state (in local[2] it also runs the tasks and caches)")
