@@ -323,7 +323,7 @@ def plot(results: list[dict], path: str) -> None:
     for group in [*GROUPS, "other"]:
         ax_t.plot(rows, [r["stages_grouped_s"][group] for r in results], "o-", label=group)
     ax_t.plot(rows, [r["total_s"] for r in results], "ks-", label="total")
-    ax_t.set(xlabel="rows (millions)", ylabel="wall time (s)", title=f"Stage wall time ({results[0]['master']})")
+    ax_t.set(xlabel="rows (millions)", ylabel="wall time (s)", title="Stage wall time (" + ", ".join(dict.fromkeys(r["master"] for r in results)) + ")")
     for key, text in zip(MEMORY, ("driver JVM", "Python driver", "Python workers (sum)", "Python worker (max)",
                                   "executor JVMs (local-cluster)")):
         ax_m.plot(rows, [r["peak_rss_mb"][key] for r in results], "o-", label=text)
