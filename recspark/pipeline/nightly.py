@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,7 +233,7 @@ def fit_candidate(spark: SparkSession, conf: NightlyConfig, prepared: PreparedDa
     init = None
     if conf.warm_start and base_dir:
         init = warm_start_model(spark, f"{base_dir}/model/warp", conf, user_map, item_map, matrix.n_users,
-                                matrix.n_items, item_features, with_user_features=user_features is not None)
+                                matrix.n_items, item_features, user_features)
     weighted = matrix.train.select(USER_IDX, ITEM_IDX, transformed_weight(conf.warp.sample_weight).alias(WEIGHT))
     with timer.stage("warp_fit"):
         model = warp_estimator(conf.warp).fit_indexed(
@@ -247,18 +248,17 @@ def fit_candidate(spark: SparkSession, conf: NightlyConfig, prepared: PreparedDa
 
 def warm_start_model(spark: SparkSession, champion_path: str, conf: NightlyConfig, user_map: DataFrame,
                      item_map: DataFrame, n_users: int, n_items: int, item_features: FeatureMatrix | None,
-                     with_user_features: bool = False) -> RankingFMModel | None:
+                     user_features: FeatureMatrix | None = None) -> RankingFMModel | None:
     """The champion's WARP model grown to tonight's catalogue, to pass as ``fit_indexed(init=...)``.
 
-    Item-side rows are matched by what they stand for (item index for
-    identity features, name for side features): matched rows keep the
-    champion's parameters and optimiser state, new items and features get
-    LightFM's fresh initialisation. Users are matched by index inside the
+    Rows are matched by what they stand for: item identity rows by item
+    index, item and user side feature rows by name. Matched rows keep the
+    champion's parameters and optimiser state; new items and features get
+    LightFM's fresh initialisation; features the champion had and tonight's
+    data lacks are dropped. Users' own rows are matched by index inside the
     trainer (``init.user_blocks``). Returns None, logging why, when the
     champion cannot seed this config (another embedding size or optimiser):
-    the candidate then trains from scratch. User side features are not carried
-    across nights yet (``with_user_features``, or a champion trained with
-    them): such a candidate trains from scratch too.
+    the candidate then trains from scratch.
     """
     champion = RankingFMModel.load(spark, champion_path)
     old_side, warp = champion.state.item_side, conf.warp
@@ -266,30 +266,41 @@ def warm_start_model(spark: SparkSession, champion_path: str, conf: NightlyConfi
         log.warning("warm start skipped: the champion has %d components/%s, the config %d/%s",
                     old_side.no_components, old_side.optimiser, warp.no_components, warp.optimiser)
         return None
-    if with_user_features or champion.state.user_shared is not None:
-        log.warning("warm start skipped: user side features are not carried from one night to the next yet")
-        return None
     if item_features is None:
         matrix, n_identity, names = sp.identity(n_items, dtype=np.float32, format="csr"), n_items, []
     else:
         matrix, n_identity, names = item_features.matrix, item_features.n_identity, item_features.names
-    old_columns = {("identity", j): j for j in range(champion.n_item_identity)}
-    old_columns.update({("feature", n): champion.n_item_identity + j
-                        for j, n in enumerate(champion.item_feature_names)})
+    old_keys = [("identity", j) for j in range(champion.n_item_identity)]
+    old_keys += [("feature", n) for n in champion.item_feature_names]
     new_keys = [("identity", j) for j in range(n_identity)] + [("feature", n) for n in names]
-    pairs = np.array([(new, old_columns[key]) for new, key in enumerate(new_keys) if key in old_columns],
-                     dtype=np.int64).reshape(-1, 2)
-    rng = np.random.default_rng([warp.seed, champion.state.epochs_done, 0x9A8])
-    grown = SideParams.init(len(new_keys), warp.no_components, warp.optimiser, rng).to_dict()
-    for array_name, old in old_side.to_dict().items():
-        grown[array_name][pairs[:, 0]] = old[pairs[:, 1]]
-    log.info("warm start from %s: %d of %d item-side rows kept, %d new", champion_path, len(pairs),
-             len(new_keys), len(new_keys) - len(pairs))
-    # Everything else (user blocks, epochs done, history, any shared user side) continues as saved.
-    state = dataclasses.replace(champion.state, item_side=SideParams.from_dict(grown),
+    epochs_done = champion.state.epochs_done
+    item_side = _regrown(old_side, old_keys, new_keys, conf, np.random.default_rng([warp.seed, epochs_done, 0x9A8]))
+    user_names = user_features.names if user_features is not None else []
+    user_shared = (_regrown(champion.state.user_shared, champion.user_feature_names, user_names, conf,
+                           np.random.default_rng([warp.seed, epochs_done, 0x05E7]))
+                   if user_names else None)
+    log.info("warm start from %s: item side %d of %d rows kept; user side features %d of %d kept",
+             champion_path, len(set(old_keys) & set(new_keys)), len(new_keys),
+             len(set(champion.user_feature_names) & set(user_names)), len(user_names))
+    # Everything else (user blocks, epochs done, history) continues as saved.
+    state = dataclasses.replace(champion.state, item_side=item_side, user_shared=user_shared,
                                 item_features=sp.csr_matrix(matrix, dtype=np.float32), n_users=n_users,
                                 n_items=n_items)
-    return RankingFMModel(state, user_map, item_map, names)
+    return RankingFMModel(state, user_map, item_map, names, user_names)
+
+
+def _regrown(old: SideParams | None, old_keys: Sequence[Hashable], new_keys: Sequence[Hashable],
+            conf: NightlyConfig, rng: np.random.Generator) -> SideParams:
+    """One row per ``new_keys``: the old row's parameters and optimiser state where its key is in
+    ``old_keys`` (``old``'s rows, in order), LightFM's fresh initialisation where it is new."""
+    grown = SideParams.init(len(new_keys), conf.warp.no_components, conf.warp.optimiser, rng).to_dict()
+    old_at = {key: row for row, key in enumerate(old_keys)}
+    pairs = np.array([(new, old_at[key]) for new, key in enumerate(new_keys) if key in old_at],
+                     dtype=np.int64).reshape(-1, 2)
+    if old is not None and len(pairs):
+        for name, values in old.to_dict().items():
+            grown[name][pairs[:, 0]] = values[pairs[:, 1]]
+    return SideParams.from_dict(grown)
 
 
 def load_champion_scorer(spark: SparkSession, base_dir: str,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from recspark.config import FeatureSource, SideFeatures
+from recspark.config import FeatureSource, NightlyConfig, SideFeatures, load_config
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.features import build_feature_matrix
 from recspark.data.indexing import apply_id_maps, build_id_map, map_size
@@ -16,8 +19,11 @@ from recspark.evaluation.ranking import evaluate
 from recspark.models.baselines import PopularityScorer
 from recspark.models.warp.estimator import RankingFM, RankingFMModel
 from recspark.models.warp.trainer import TrainerParams, WarpTrainer
+from recspark.pipeline.nightly import warm_start_model
 
 pytestmark = pytest.mark.spark
+
+REPO = Path(__file__).resolve().parents[2]
 
 SPEC = SyntheticSpec(n_users=1500, n_items=400, n_interactions=40_000, n_clusters=8, clusters_per_user=(1, 1),
                      seed=5)
@@ -96,6 +102,25 @@ def test_model_with_user_features_saves_loads_and_warm_starts(spark, cold_users,
     assert warm.state.epochs_done == 9
     with pytest.raises(ConfigError, match="user side features"):
         RankingFM(noComponents=16, maxIter=1, seed=1).fit_indexed(train, user_map, item_map, init=loaded)
+
+
+def test_nightly_warm_start_carries_user_feature_rows_by_name(spark, cold_users, with_features):
+    """Tonight's vocabulary lost interest c0 and gained a new one: known rows keep state, the new one is fresh."""
+    train, _, user_map, item_map, features, tmp = cold_users
+    path = str(tmp / "champion")
+    with_features.save(path)
+    tonight = dataclasses.replace(features, names=[*features.names[1:], "interest_new"])
+    conf = load_config(REPO / "conf" / "nightly.yaml", NightlyConfig, ["warp.no_components=16", "date=2026-11-22"])
+    init = warm_start_model(spark, path, conf, user_map, item_map, map_size(user_map), map_size(item_map), None,
+                            tonight)
+    old, new = with_features.state.user_shared, init.state.user_shared
+    assert init.user_feature_names == tonight.names and new.n_features == 8
+    for name in ("embeddings", "emb_accum", "biases", "bias_accum"):
+        np.testing.assert_array_equal(getattr(new, name)[:7], getattr(old, name)[1:])
+    np.testing.assert_array_equal(new.emb_accum[7], 1.0)  # fresh adagrad state
+    warm = RankingFM(noComponents=16, maxIter=1, seed=1, numShards=2).fit_indexed(
+        train, user_map, item_map, user_features=tonight, init=init)
+    assert warm.state.epochs_done == 9 and warm.user_feature_names == tonight.names
 
 
 def test_stratified_strategy_refuses_user_features(spark, cold_users):
