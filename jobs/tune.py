@@ -23,6 +23,8 @@ def _tune(spark: SparkSession, conf: TuneConfig) -> None:
           f"best trial {result.best.number}: val {result.metric}={result.best.value:.4f} {result.best.params}; "
           f"refit on train, test {result.metric}={result.test_metrics[result.metric]:.4f}; "
           f"MLflow run {result.run_id} ({result.tracking_uri}, experiment {result.experiment!r})")
+    print(f"best config (jobs/train.py --conf): {result.outputs['best_config']}; "
+          f"refit model: {result.outputs['best_model']}")
 
 
 def main(argv: list[str] | None = None) -> int:

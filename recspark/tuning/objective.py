@@ -113,22 +113,35 @@ class SearchData:
 
 #: ``checkpoint(epoch, scorer)``: called every ``every`` epochs during a WARP fit; raising aborts the fit.
 Checkpoint = Callable[[int, Scorer], None]
+#: ``interrupt(epoch)``: called after every WARP epoch, before any checkpoint; raising aborts the fit.
+Interrupt = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted trial or refit: its scorer, and how to save the model the training job would have saved."""
+
+    scorer: Scorer
+    save: Callable[[str], None]
 
 
 @contextlib.contextmanager
 def fitted(conf: TrainConfig, model: str, train: DataFrame, data: SearchData, rejects_dir: str, *,
-           checkpoint: Checkpoint | None = None, every: int = 0) -> Iterator[Scorer]:
-    """Fit ``model`` ('als' or 'warp') as ``conf`` says on ``train``; yield its scorer, then free it.
+           checkpoint: Checkpoint | None = None, every: int = 0,
+           interrupt: Interrupt | None = None) -> Iterator[Fit]:
+    """Fit ``model`` ('als' or 'warp') as ``conf`` says on ``train``; yield it, then free it.
 
     The same fit for trials and the refit, as the training job does it
     (:func:`~recspark.models.als.fit_als`, :func:`~recspark.pipeline.train.warp_estimator`).
     ``rejects_dir`` receives bad side-feature rows when ``features.items`` has sources.
+    ALS has no per-iteration hook: ``checkpoint`` and ``interrupt`` apply to WARP/BPR only.
     """
     if model == "als":
-        users, items = factor_frames(fit_als(train, conf.als))
+        als = fit_als(train, conf.als)
+        users, items = factor_frames(als)
         scorer: Scorer = FactorScorer.from_dataframes(users, items, data.n_items)
         try:
-            yield scorer
+            yield Fit(scorer, lambda path: als.write().overwrite().save(path))
         finally:
             scorer.unpersist()
         return
@@ -139,6 +152,8 @@ def fitted(conf: TrainConfig, model: str, train: DataFrame, data: SearchData, re
 
     def on_epoch(epoch: int, stats: dict[str, float], state: WarpState) -> None:
         last[:] = [state]
+        if interrupt is not None and epoch < conf.warp.epochs:
+            interrupt(epoch)
         if checkpoint is not None and every and epoch % every == 0 and epoch < conf.warp.epochs:
             reps, biases = state.item_representations()
             partial = FactorScorer(reps, state.user_factors(spark), item_bias=biases)
@@ -152,13 +167,13 @@ def fitted(conf: TrainConfig, model: str, train: DataFrame, data: SearchData, re
         fit = warp_estimator(conf.warp).fit_indexed(weighted, data.user_map, data.item_map, n_users=data.n_users,
                                                     n_items=data.n_items, item_features=features,
                                                     on_epoch=on_epoch)
-    except BaseException:  # pruned or diverged: free the last epoch's cached shards and broadcasts
+    except BaseException:  # pruned, stopped or diverged: free the last epoch's cached shards and broadcasts
         if last:
             last[0].unpersist()
         raise
     scorer = fit.scorer()
     try:
-        yield scorer
+        yield Fit(scorer, fit.save)
     finally:
         scorer.unpersist()
         fit.state.unpersist()
@@ -180,8 +195,10 @@ def failure_reason(err: BaseException) -> str:
 class Objective:
     """Runs trials (from any thread) and the final refit, all with the same fit and evaluation."""
 
-    def __init__(self, base: TrainConfig, search: SearchConfig, data: SearchData, parent: RunInfo) -> None:
+    def __init__(self, base: TrainConfig, search: SearchConfig, data: SearchData, parent: RunInfo,
+                 deadline: float | None = None) -> None:
         self.base, self.search, self.data, self.parent = base, search, data, parent
+        self.deadline = deadline  # time.monotonic() after which running WARP trials stop at their next epoch
         self.ks = tuple(base.evaluation.ks)
         self.primary = f"precision_at_{self.ks[0]}"
 
@@ -235,18 +252,30 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}: val {self.primary} {value:.4f} is below "
                                          "the median of earlier trials at that epoch")
 
+        def interrupt(epoch: int) -> None:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise optuna.TrialPruned(f"stopped after epoch {epoch}: the search's time budget "
+                                         "(tune.timeout_minutes) is spent")
+
         final_step = conf.als.max_iter if model == "als" else conf.warp.epochs
         rejects = f"{data.out_dir}/trials/{trial.number}/rejects"
         every = self.search.pruning.every
-        with fitted(conf, model, data.fit_train, data, rejects, checkpoint=checkpoint, every=every) as scorer:
-            metrics = self.score(scorer, data.fit_train, data.val)
+        with fitted(conf, model, data.fit_train, data, rejects, checkpoint=checkpoint, every=every,
+                    interrupt=interrupt) as fit:
+            metrics = self.score(fit.scorer, data.fit_train, data.val)
         log_metrics(metrics, prefix="val_", step=final_step)
         record.curve.append((final_step, metrics[self.primary]))
         trial.report(metrics[self.primary], final_step)
         return metrics[self.primary]
 
-    def refit(self, params: dict[str, Any]) -> dict[str, float]:
-        """Fit ``params`` on the whole training split and score it on test: the search's only look at test."""
+    def refit(self, params: dict[str, Any], model_dir: str) -> dict[str, float]:
+        """Fit ``params`` on the whole training split, save it to ``model_dir`` and score it on test.
+
+        Scoring is the search's only look at test. The saved model is the
+        training job's (``RankingFMModel`` or Spark's ``ALSModel``), so the
+        search's winner can be served or warm-started without another fit.
+        """
         conf = with_values(self.base, params)
-        with fitted(conf, self.search.model, self.data.train, self.data, f"{self.data.out_dir}/rejects") as scorer:
-            return self.score(scorer, self.data.train, self.data.test)
+        with fitted(conf, self.search.model, self.data.train, self.data, f"{self.data.out_dir}/rejects") as fit:
+            fit.save(model_dir)
+            return self.score(fit.scorer, self.data.train, self.data.test)

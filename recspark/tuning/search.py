@@ -7,8 +7,13 @@ thread submits its trial's Spark jobs in its own FAIR scheduler pool
 the second waiting behind the first. The driver thread alone asks the optuna
 study for trials and tells it their results; worker threads only report
 intermediate scores (optuna's in-memory storage is locked). Budget: no trial
-starts after ``tune.n_trials`` trials or ``tune.timeout_minutes``; running
-trials finish.
+starts after ``tune.n_trials`` trials or ``tune.timeout_minutes``; when the
+time is spent, running WARP/BPR trials stop after their current epoch
+(recorded as pruned, with that reason) and running ALS trials finish.
+
+The search's outputs, beside the training job's matrix and id maps:
+``best_config.yaml`` (a training-job config with the best values, for
+``jobs/train.py --conf``) and ``best_model/`` (the refit model).
 """
 
 from __future__ import annotations
@@ -19,13 +24,16 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+import mlflow
 import optuna
+import yaml
 from mlflow.entities import RunInfo
 from optuna.trial import TrialState
 from pyspark import inheritable_thread_target
 from pyspark.sql import SparkSession
 
-from recspark.config import SearchConfig, TuneConfig
+from recspark.config import SearchConfig, TuneConfig, to_dict, with_values
+from recspark.data import fs
 from recspark.data.matrix import InteractionMatrix
 from recspark.errors import ModelFitError
 from recspark.pipeline.outputs import StagedOutput
@@ -61,9 +69,10 @@ class SearchResult:
 def run_trials(spark: SparkSession, plan: Plan, objective: Objective, conf: SearchConfig) -> list[TrialRecord]:
     """Ask, run (``conf.concurrency`` at once, one FAIR pool each) and tell trials until the budget is spent.
 
-    Returns the trials in number order; failed trials are records too.
+    Returns the trials in number order; failed trials are records too. No
+    trial starts after ``objective.deadline``.
     """
-    deadline = time.monotonic() + 60 * conf.timeout_minutes if conf.timeout_minutes else None
+    deadline = objective.deadline
     space = distributions(conf.space)
     free_pools = [f"tune-{slot}" for slot in range(conf.concurrency)]
     running: dict[Future[TrialRecord], tuple[optuna.Trial, str]] = {}
@@ -99,6 +108,18 @@ def run_trials(spark: SparkSession, plan: Plan, objective: Objective, conf: Sear
     return sorted(records, key=lambda r: r.number)
 
 
+def best_config_yaml(conf: TuneConfig, best: TrialRecord) -> str:
+    """The training job's config with the best trial's values, as YAML (``jobs/train.py --conf`` trains it).
+
+    Its ``output.dir`` is the search's plus ``-best``, so training the winner
+    never replaces the search's own outputs (this file among them).
+    """
+    values = {**best.params, "output.dir": f"{conf.output.dir.rstrip('/')}-best"}
+    header = (f"# Best of a {conf.tune.strategy} search: trial {best.number}, val score {best.value:.6f}\n"
+              f"# Searched values: {best.params}\n")
+    return header + yaml.safe_dump(to_dict(with_values(conf.train_config(), values)), sort_keys=False)
+
+
 def run_search(spark: SparkSession, conf: TuneConfig) -> SearchResult:
     """Run the whole search job: build the matrix as the training job does, then :func:`search_matrix`.
 
@@ -120,7 +141,8 @@ def run_search(spark: SparkSession, conf: TuneConfig) -> SearchResult:
         log_metrics(prepared.counts)
         result = search_matrix(spark, conf, prepared.matrix, f"{staged.staging}/id_maps", staged.staging, run.info,
                                timer)
-        result.outputs = dict(prepared.paths)
+        result.outputs = {**prepared.paths, "best_config": f"{staged.staging}/best_config.yaml",
+                          "best_model": f"{staged.staging}/best_model"}
         staged.publish(result, timer)
     return result
 
@@ -130,15 +152,18 @@ def search_matrix(spark: SparkSession, conf: TuneConfig, matrix: InteractionMatr
     """Search on an existing train/test matrix, logging into the active MLflow run ``parent``.
 
     Carves the validation split from ``matrix.train``, runs the trials, then
-    refits the best configuration on ``matrix.train`` and scores it on
-    ``matrix.test`` (the only use of test). ``id_maps``: the matrix's id-map folder.
+    refits the best configuration on ``matrix.train``, saves it to
+    ``<out_dir>/best_model`` with its config in ``<out_dir>/best_config.yaml``,
+    and scores it on ``matrix.test`` (the only use of test). ``id_maps``: the
+    matrix's id-map folder.
     """
     search = conf.tune
     with timer.stage("validation_split"):
         data = SearchData.carve(spark, matrix, id_maps, search.validation, out_dir)
     try:
         log_metrics(data.counts)
-        objective = Objective(conf.train_config(), search, data, parent)
+        deadline = time.monotonic() + 60 * search.timeout_minutes if search.timeout_minutes else None
+        objective = Objective(conf.train_config(), search, data, parent, deadline)
         with timer.stage("search"):
             trials = run_trials(spark, make_plan(search), objective, search)
         complete = [t for t in trials if t.state == "COMPLETE"]
@@ -152,8 +177,11 @@ def search_matrix(spark: SparkSession, conf: TuneConfig, matrix: InteractionMatr
         log_dict_artifact({"trials": [dataclasses.asdict(t) for t in trials]}, "trials.json")
         log.info("best trial %d: val %s=%.4f %s; refitting on the whole training split",
                  best.number, objective.primary, best.value, best.params)
+        best_config = best_config_yaml(conf, best)
+        fs.write_text(spark, f"{out_dir}/best_config.yaml", best_config)  # before the refit, which may fail
+        mlflow.log_text(best_config, "best_config.yaml")
         with timer.stage("refit"):
-            test_metrics = objective.refit(best.params)
+            test_metrics = objective.refit(best.params, f"{out_dir}/best_model")
         log_metrics(test_metrics, prefix="test_")
         log.info("best configuration on test: %s=%.4f", objective.primary, test_metrics[objective.primary])
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from recspark.config import TuneConfig, load_config
+from recspark.config import TrainConfig, TuneConfig, load_config
 from recspark.data.matrix import read_matrix
+from recspark.errors import ModelFitError
+from recspark.evaluation.ranking import evaluate
+from recspark.models.warp.estimator import RankingFMModel
 from recspark.pipeline.timing import StageTimer
 from recspark.tracking.mlflow_log import mlflow_run
 from recspark.tuning.search import run_search, search_matrix
@@ -51,11 +55,11 @@ def grid_search(spark, tmp):
     return run_search(spark, conf)
 
 
-def child_runs(result) -> list:
-    client = MlflowClient(result.tracking_uri)
-    parent = client.get_run(result.run_id)
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
+def child_runs(result=None, *, tracking_uri: str = "", run_id: str = "") -> list:
+    client = MlflowClient(tracking_uri or result.tracking_uri)
+    run_id = run_id or result.run_id
+    parent = client.get_run(run_id)
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
     return sorted(children, key=lambda r: int(r.data.tags["trial.number"]))
 
 
@@ -80,8 +84,26 @@ def test_best_params_are_refit_and_scored_once_on_test(grid_search, spark, tmp):
     assert grid_search.test_metrics["n_users_evaluated"] == read_matrix(spark, f"{tmp}/out/matrix").test \
         .select("user_idx").distinct().count()
     artifacts = {a.path for a in client.list_artifacts(grid_search.run_id)}
-    assert {"best_params.json", "trials.json", "plots"} <= artifacts
+    assert {"best_params.json", "best_config.yaml", "trials.json", "plots"} <= artifacts
     assert [a.path for a in client.list_artifacts(grid_search.run_id, "plots")] == ["plots/score_vs_trial.png"]
+
+
+def test_search_outputs_the_winner_as_a_training_config_and_a_saved_model(grid_search, spark, tmp):
+    """best_config.yaml trains the winner with jobs/train.py; best_model is the refit model that was scored."""
+    assert grid_search.outputs["best_config"].endswith("out/best_config.yaml")
+    assert grid_search.outputs["best_model"].endswith("out/best_model")
+    best = load_config(tmp / "out" / "best_config.yaml", TrainConfig)
+    assert best.warp.learning_rate == 0.1 and best.warp.epochs == 2 and best.data.path.endswith("likes.parquet")
+    assert best.output.dir == f"{tmp}/out-best"  # training the winner leaves the search's outputs alone
+    model = RankingFMModel.load(spark, f"{tmp}/out/best_model")
+    matrix = read_matrix(spark, f"{tmp}/out/matrix")
+    scorer = model.scorer()
+    try:
+        metrics = evaluate(scorer, matrix.train, matrix.test, ks=tuple(best.evaluation.ks),
+                           exclude_train=best.evaluation.exclude_train)
+    finally:
+        scorer.unpersist()
+    assert metrics["precision_at_5"] == pytest.approx(grid_search.test_metrics["precision_at_5"], abs=1e-9)
 
 
 def test_each_trial_is_a_nested_run_with_status_reason_and_curve(grid_search):
@@ -116,3 +138,21 @@ def test_random_and_tpe_run_trials_concurrently(grid_search, spark, tmp, strateg
     assert [r.info.run_id for r in children] == [t.run_id for t in result.trials]
     assert {r.data.tags["trial.pool"] for r in children} <= {"tune-0", "tune-1"}
     assert result.test_metrics["precision_at_5"] > 0.0
+
+
+def test_time_budget_stops_a_running_trial_after_its_current_epoch(grid_search, spark, tmp):
+    """A 50-epoch trial started just inside a 0.6 s budget stops after an epoch, recorded as pruned with why."""
+    conf = load_config(REPO / "conf" / "tune.yaml", TuneConfig, overrides(
+        tmp, "tune.strategy=random", "tune.n_trials=4", "tune.concurrency=1", "tune.timeout_minutes=0.01",
+        "warp.epochs=50", "tune.pruning.enabled=false",
+        "tune.space=[{name: warp.learning_rate, type: loguniform, low: 0.05, high: 0.1}]"))
+    matrix = read_matrix(spark, f"{tmp}/out/matrix")
+    with mlflow_run(conf.mlflow, spark_version=spark.version) as run:
+        parent = run.info.run_id
+        with pytest.raises(ModelFitError, match="no trial of 1 completed"):
+            search_matrix(spark, conf, matrix, f"{tmp}/out/id_maps", str(tmp / "scratch-timeout"), run.info,
+                          StageTimer())
+    [child] = child_runs(tracking_uri=f"sqlite:///{tmp}/mlflow.db", run_id=parent)
+    assert child.data.tags["trial.state"] == "PRUNED" and child.info.status == "KILLED"
+    assert re.fullmatch(r"stopped after epoch \d+: the search's time budget \(tune.timeout_minutes\) is spent",
+                        child.data.tags["trial.reason"])
