@@ -46,7 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000, help="generated interactions (default 2M)")
     parser.add_argument("--trials", type=int, default=16, help="trials per search (equal budget, default 16)")
-    parser.add_argument("--seeds", type=int, default=2, help="searches per strategy, seeds 0..N-1 (default 2)")
+    parser.add_argument("--seeds", type=int, default=2,
+                        help="searches per strategy, seeds FIRST..FIRST+N-1 (default 2)")
+    parser.add_argument("--first-seed", type=int, default=0, help="FIRST, to add seeds to an earlier run (default 0)")
     parser.add_argument("--timing-trials", type=int, default=6,
                         help="trials of the concurrent-vs-sequential comparison (0 skips it; default 6)")
     parser.add_argument("--conf", type=Path, default=REPO / "conf" / "tune.yaml", help="search space and base config")
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         matrix_dir = f"{root}/out"
         if not (Path(matrix_dir) / "matrix" / "_metadata.json").exists():
             prepare_matrix(spark, conf.data, conf.split, matrix_dir, StageTimer())
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for strategy in STRATEGIES:
                 run_conf = with_values(conf, {"tune.strategy": strategy, "tune.seed": seed, "tune.concurrency": 2})
                 quality.append(run_one(spark, run_conf, matrix_dir, f"{root}/scratch"))
