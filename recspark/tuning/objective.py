@@ -152,9 +152,11 @@ def fitted(conf: TrainConfig, model: str, train: DataFrame, data: SearchData, re
 
     def on_epoch(epoch: int, stats: dict[str, float], state: WarpState) -> None:
         last[:] = [state]
-        if interrupt is not None and epoch < conf.warp.epochs:
+        if epoch >= conf.warp.epochs:  # the fit is done: the caller scores the final model
+            return
+        if interrupt is not None:
             interrupt(epoch)
-        if checkpoint is not None and every and epoch % every == 0 and epoch < conf.warp.epochs:
+        if checkpoint is not None and every and epoch % every == 0:
             reps, biases = state.item_representations()
             partial = FactorScorer(reps, state.user_factors(spark), item_bias=biases)
             try:
