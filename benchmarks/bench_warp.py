@@ -11,7 +11,7 @@ precision@5, train items excluded), next to the popularity baseline:
    shard count and kernel batch (resolved values are in the JSON; ``synth-2m``
    trains on 2 shards, the small sets on 1); per-epoch wall time and
    samples/s come from ``on_epoch``;
-3. LightFM 1.17: ``fit_partial(epochs=1, num_threads=2)`` per epoch, timed,
+3. LightFM 1.17: ``fit_partial(epochs=1, num_threads=2)`` per epoch (``--lightfm-threads``), timed,
    on the binary train matrix; evaluated through a ``FactorScorer`` built
    from ``get_item_representations()`` (embeddings + item biases) and
    ``get_user_representations()`` (the user bias does not change a user's
@@ -81,7 +81,8 @@ VALIDATION_SEED_OFFSET = 1000
 
 @dataclass(frozen=True)
 class Settings:
-    """One training configuration; ``strategy``/``n_shards`` only apply to recspark."""
+    """One training configuration; ``strategy``/``n_shards``/``batch_size`` only apply to recspark,
+    ``lightfm_threads`` only to LightFM (1 makes it deterministic)."""
 
     epochs: int = 10
     learning_rate: float = 0.05
@@ -92,6 +93,7 @@ class Settings:
     strategy: str = "hogwild"
     n_shards: int = 0  # 0: recspark's default (parallelism, >= 200k rows per shard)
     batch_size: int = 0  # 0: recspark's default kernel step (from the catalogue size)
+    lightfm_threads: int = 2
 
     def label(self, model: str) -> str:
         text = f"ep={self.epochs} lr={self.learning_rate}"
@@ -257,7 +259,7 @@ def run_recspark(spark, train, maps, n_users, n_items, settings: Settings, seed:
 
 
 def run_lightfm(spark, interactions: sp.coo_matrix, settings: Settings, seed: int, evals: dict[int, tuple]) -> dict:
-    """LightFM WARP one epoch at a time (``num_threads=2``), scored like recspark at the epochs in ``evals``."""
+    """LightFM WARP one epoch at a time (``num_threads`` from the settings), scored like recspark at ``evals``."""
     from lightfm import LightFM
 
     from recspark.models.scoring import FactorScorer
@@ -268,7 +270,7 @@ def run_lightfm(spark, interactions: sp.coo_matrix, settings: Settings, seed: in
     seconds, cpu, scores = [], [], {}
     for epoch in range(1, settings.epochs + 1):
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        model.fit_partial(interactions, epochs=1, num_threads=2)
+        model.fit_partial(interactions, epochs=1, num_threads=settings.lightfm_threads)
         seconds.append(time.perf_counter() - wall0)
         cpu.append(time.process_time() - cpu0)
         if epoch in evals:
@@ -460,6 +462,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     parser.add_argument("--epochs", type=int, default=None, help="same-hyperparameter epochs (default 10, quick 3)")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="recspark kernel batch for the same-hyperparameter runs (default 0: its automatic one)")
+    parser.add_argument("--lightfm-threads", type=int, default=2,
+                        help="LightFM num_threads (default 2, the cores recspark gets; 1 is deterministic)")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs, no search (smoke test)")
     parser.add_argument("--no-search", action="store_true", help="skip the best-settings search")
     parser.add_argument("--search-datasets", nargs="+", default=None, choices=DATASETS,
@@ -506,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session("local[2]", "bench_warp", conf={
         "spark.sql.shuffle.partitions": "4", "spark.driver.memory": "4g",
         "spark.local.dir": str(args.cache_dir / "spark-local")})
-    base = Settings(epochs=args.epochs)
+    base = Settings(epochs=args.epochs, batch_size=args.batch_size, lightfm_threads=args.lightfm_threads)
     search_sets = set(args.search_datasets or args.datasets)
     results = {}
     try:
@@ -519,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "seconds": time.time() - started, "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg(),
             "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "lightfm": lightfm.__version__, "spark_master": "local[2]", "lightfm_threads": 2,
+            "lightfm": lightfm.__version__, "spark_master": "local[2]", "lightfm_threads": args.lightfm_threads,
             "same_hyperparameters": asdict(base), "split": {"test_user_fraction": 0.2, "k": 5, "min_counts": 5},
             "search_grid": {m: [g[0].label(m) + f" eval@{list(g[1])}" for g in search_grid(base, m, args.grid)]
                             for m in ("recspark", "lightfm")} if not args.no_search else None}
