@@ -57,3 +57,25 @@ def read_text(spark: SparkSession, path: str) -> str:
         return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
     finally:
         stream.close()
+
+
+def list_files(spark: SparkSession, path: str) -> list[str]:
+    """Every file under ``path`` (recursive), relative to it; empty when ``path`` does not exist."""
+    fs, hpath = _resolve(spark, path)
+    if not fs.exists(hpath):
+        return []
+    if fs.getFileStatus(hpath).isFile():
+        return [""]
+    base = str(fs.makeQualified(hpath).toUri().getPath()).rstrip("/") + "/"
+    found, it = [], fs.listFiles(hpath, True)
+    while it.hasNext():
+        found.append(str(it.next().getPath().toUri().getPath())[len(base):])
+    return sorted(found)
+
+
+def is_empty_dir(spark: SparkSession, path: str) -> bool:
+    """True when ``path`` does not exist or is a directory with no entries."""
+    fs, hpath = _resolve(spark, path)
+    if not fs.exists(hpath):
+        return True
+    return not fs.getFileStatus(hpath).isFile() and len(fs.listStatus(hpath)) == 0

@@ -65,6 +65,7 @@ from recspark.models.warp.estimator import RankingFMModel
 from recspark.models.warp.state import SideParams
 from recspark.models.weights import transformed_weight
 from recspark.pipeline import publish
+from recspark.pipeline.outputs import claim_root, protected_paths
 from recspark.pipeline.prepare import PreparedData, prepare_matrix
 from recspark.pipeline.timing import StageTimer
 from recspark.pipeline.train import warp_estimator
@@ -114,6 +115,7 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
     date, root = conf.run_date(), conf.root.rstrip("/")
     name, primary = conf.promotion.registered_model, conf.promotion.primary_metric
     timer = StageTimer()
+    claim_root(spark, root, "root", protected_paths(conf), job="nightly")
     with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=f"nightly-{date}") as run:
         client = MlflowClient()
         base = registry.champion(client, name)

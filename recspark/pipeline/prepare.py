@@ -24,6 +24,7 @@ from recspark.data.ingest import RejectReport, read_interactions, validate_inter
 from recspark.data.matrix import InteractionMatrix, read_matrix, write_matrix
 from recspark.data.split import check_disjoint, holdout_split, item_holdout_split, time_split
 from recspark.data.synthetic import generate_if_missing
+from recspark.errors import ConfigError
 from recspark.pipeline.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,12 @@ def ensure_input(spark: SparkSession, data: DataConfig) -> None:
     """Generate the synthetic dataset at ``data.path`` when configured and absent (demo runs)."""
     if data.generate is None:
         return
-    root = data.path.rstrip("/").rsplit("/", 1)[0]  # not pathlib: it would turn hdfs://nn/x into hdfs:/nn
+    root, _, name = data.path.rstrip("/").rpartition("/")  # not pathlib: it would turn hdfs://nn/x into hdfs:/nn
+    if name != "interactions":
+        raise ConfigError(f"data.path={data.path}: data.generate writes <folder>/interactions, <folder>/item_tags "
+                          "and <folder>/user_interests, so data.path must end in /interactions; remove "
+                          "data.generate to read your own data")
+    root = root or "."
     if generate_if_missing(spark, data.generate, root):
         log.info("generated the synthetic dataset under %s", root)
 

@@ -26,7 +26,7 @@ from recspark.models.weights import transformed_weight
 from recspark.models.scoring import FactorScorer, Scorer
 from recspark.models.warp.estimator import RankingFM
 from recspark.models.warp.trainer import WarpState
-from recspark.pipeline.outputs import StagedOutput
+from recspark.pipeline.outputs import StagedOutput, protected_paths
 from recspark.pipeline.prepare import PreparedData, ensure_input, prepare_matrix
 from recspark.pipeline.timing import StageTimer
 from recspark.tracking.mlflow_log import (
@@ -271,9 +271,9 @@ def run_warp(ctx: _Context) -> None:
 def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
     """Run the whole training job; returns what it produced (also printed by the job)."""
     timer = StageTimer()
-    ensure_input(spark, conf.data)
-    staged = StagedOutput(spark, conf.output.dir)
+    staged = StagedOutput(spark, conf.output.dir, protected=protected_paths(conf), job="train")
     staged.recover()
+    ensure_input(spark, conf.data)
     with mlflow_run(conf.mlflow, spark_version=spark.version) as run:
         log_config(conf)
         # Everything is written under the staging directory and published at the end in one

@@ -37,7 +37,7 @@ from recspark.data.indexing import load_id_map
 from recspark.data.matrix import read_matrix
 from recspark.errors import DataValidationError
 from recspark.models.warp.estimator import RankingFMModel
-from recspark.pipeline.outputs import StagedOutput
+from recspark.pipeline.outputs import StagedOutput, protected_paths
 from recspark.pipeline.timing import StageTimer
 from recspark.products.similarity import (
     Embeddings,
@@ -187,7 +187,8 @@ def run_products(spark: SparkSession, conf: ProductsConfig) -> ProductsSummary:
     timer = StageTimer()
     model = conf.source.model
     root = (conf.output or conf.source.run_dir).rstrip("/")
-    staged = StagedOutput(spark, f"{root}/products/{model}")
+    staged = StagedOutput(spark, f"{root}/products/{model}", setting="output" if conf.output else "source.run_dir",
+                          protected=protected_paths(conf), job="products")
     staged.recover()
     run_name = conf.mlflow.run_name or f"products-{model}"
     with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=run_name) as run:

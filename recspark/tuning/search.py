@@ -36,7 +36,7 @@ from recspark.config import SearchConfig, TuneConfig, to_dict, with_values
 from recspark.data import fs
 from recspark.data.matrix import InteractionMatrix
 from recspark.errors import ModelFitError
-from recspark.pipeline.outputs import StagedOutput
+from recspark.pipeline.outputs import StagedOutput, protected_paths
 from recspark.pipeline.prepare import ensure_input, prepare_matrix
 from recspark.pipeline.timing import StageTimer
 from recspark.tracking.mlflow_log import log_config, log_dict_artifact, log_metrics, mlflow_run, resolve_tracking_uri
@@ -131,9 +131,9 @@ def run_search(spark: SparkSession, conf: TuneConfig) -> SearchResult:
         No trial completed (all failed or were pruned): there is nothing to refit.
     """
     search, timer = conf.tune, StageTimer()
-    ensure_input(spark, conf.data)
-    staged = StagedOutput(spark, conf.output.dir)
+    staged = StagedOutput(spark, conf.output.dir, protected=protected_paths(conf), job="tune")
     staged.recover()
+    ensure_input(spark, conf.data)
     run_name = conf.mlflow.run_name or f"tune-{search.model}-{search.strategy}"
     with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=run_name) as run:
         log_config(conf)

@@ -60,3 +60,36 @@ def test_generate_job_writes_interactions_and_tags(tmp_path):
     assert 9000 <= len(interactions) <= 10000
     assert set(tags["item_id"]) <= set(interactions["item_id"]) | set(tags["item_id"])
     assert {"user_id", "item_id", "weight", "timestamp"} <= set(interactions.columns)
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_generate_refuses_a_users_folder_and_keeps_it_byte_identical(tmp_path):
+    """conf/demo.yaml has data.generate: pointed at a user's pandas-written Parquet it must not replace it."""
+    mine = tmp_path / "mine" / "interactions"
+    mine.mkdir(parents=True)
+    pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["i1", "i2"], "weight": [1.0, 2.0]}).to_parquet(
+        mine / "part.parquet", index=False)
+    before = tree_bytes(tmp_path / "mine")
+    result = submit(tmp_path, f"data.path={mine}")
+    assert result.returncode == 2, (result.stdout + result.stderr)[-2000:]
+    output = result.stdout + result.stderr
+    assert "data.generate" in output and str(mine) in output
+    assert tree_bytes(tmp_path / "mine") == before
+
+
+def test_output_dir_holding_the_input_and_notes_is_refused_and_kept(tmp_path):
+    folder = tmp_path / "project"
+    (folder / "interactions").mkdir(parents=True)
+    pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "weight": [1.0]}).to_parquet(
+        folder / "interactions" / "part.parquet", index=False)
+    (folder / "notes.txt").write_text("my notes")
+    before = tree_bytes(folder)
+    result = submit(tmp_path, "data.generate=null", f"data.path={folder}/interactions", f"output.dir={folder}")
+    assert result.returncode == 2, (result.stdout + result.stderr)[-2000:]
+    output = result.stdout + result.stderr
+    assert f"output.dir={folder} contains data.path" in output
+    assert "Traceback" not in output
+    assert tree_bytes(folder) == before

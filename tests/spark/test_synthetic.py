@@ -204,12 +204,36 @@ def test_optional_columns_can_be_left_out_and_bad_rows_then_only_null_ids(spark)
     assert not pdf.isna().all(axis=1).any()  # one kind of corruption per row
 
 
-def test_generate_if_missing_generates_only_once(spark, tmp_path, generated):
-    assert generate_if_missing(spark, SPEC, str(generated[0])) is False
+def test_generate_if_missing_generates_only_once(spark, tmp_path):
     spec = dataclasses.replace(SPEC, n_users=100, n_interactions=2_000)
     assert generate_if_missing(spark, spec, str(tmp_path)) is True
     assert (tmp_path / "interactions" / "_SUCCESS").exists()
     assert (tmp_path / "item_tags" / "_SUCCESS").exists()
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    assert generate_if_missing(spark, spec, str(tmp_path)) is False  # the demo's rerun reuses it
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+@pytest.mark.parametrize("folder", ["interactions", "item_tags"])
+def test_generate_never_writes_over_data_it_did_not_generate(spark, tmp_path, folder):
+    """A user's Parquet written by pandas (no _SUCCESS): neither replaced nor read as synthetic."""
+    (tmp_path / folder).mkdir()
+    pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"]}).to_parquet(tmp_path / folder / "mine.parquet")
+    before = (tmp_path / folder / "mine.parquet").read_bytes()
+    with pytest.raises(ConfigError, match=rf"{tmp_path}/{folder} already exists and was not generated"):
+        generate_if_missing(spark, SPEC, str(tmp_path))
+    assert (tmp_path / folder / "mine.parquet").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder]
+
+
+def test_ensure_input_generates_only_into_a_path_named_interactions(spark, tmp_path):
+    from recspark.config import DataConfig
+    from recspark.pipeline.prepare import ensure_input
+
+    data = DataConfig(path=str(tmp_path / "mydata"), generate=SPEC)
+    with pytest.raises(ConfigError, match=r"data.path=.*mydata: data.generate writes <folder>/interactions"):
+        ensure_input(spark, data)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
