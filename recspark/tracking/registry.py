@@ -16,6 +16,7 @@ is never deleted, so a rejected rerun leaves it serving).
 from __future__ import annotations
 
 import logging
+import pkgutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,19 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 DATE_TAG = "nightly.date"
 RUN_DIR_TAG = "recspark.run_dir"
-_PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 _SIGNATURE_INPUTS = Schema([ColSpec("string", "user_id"), ColSpec(Array(DataType.string), "features", required=False)])
 _SIGNATURE_OUTPUTS = Schema([ColSpec("string", "user_id"), ColSpec("long", "rank"), ColSpec("string", "item_id"),
                              ColSpec("float", "score"), ColSpec("string", "source")])
+
+
+def _pyfunc_code(tmp: Path) -> Path:
+    """The pyfunc's source as a real file: under spark-submit the package is a zip, so read it via the loader."""
+    source = pkgutil.get_data("recspark.tracking", "pyfunc.py")
+    if source is None:
+        raise FileNotFoundError("recspark/tracking/pyfunc.py is not readable from the installed package")
+    path = tmp / "pyfunc.py"
+    path.write_bytes(source)
+    return path
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -88,7 +98,7 @@ def register_candidate(name: str, arrays: dict[str, Any], users: str, *, k: int,
     requirements = [f"{lib.__name__}=={lib.__version__}" for lib in (mlflow, np, pd)] + ["pyarrow"]
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {**write_model_arrays(Path(tmp), **arrays), "users": users}
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(_PYFUNC_CODE), artifacts=artifacts,
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(_pyfunc_code(Path(tmp))), artifacts=artifacts,
                                        model_config={"k": k, "normalize_user_features": normalize_user_features},
                                        signature=signature, pip_requirements=requirements,
                                        registered_model_name=name)

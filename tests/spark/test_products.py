@@ -273,7 +273,8 @@ def test_products_job_on_als_skips_feature_products_and_republishes(spark, tiny_
     # A second run with fewer products replaces the whole set (never a mix of two runs).
     summary = run_products(spark, products_conf(tmp, "source.model=als", f"output={tmp}/elsewhere",
                                                 "products=[explanations]"))
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["_manifest.json", "explanations"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "_RECSPARK_OUTPUT", "_manifest.json", "explanations"]
     assert summary.rows["explanations"] > 0
 
 
