@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 
 from recspark.cli import run_job
 from recspark.config import TuneConfig
+from recspark.redact import redact
 from recspark.tuning.search import run_search
 
 
@@ -22,7 +23,7 @@ def _tune(spark: SparkSession, conf: TuneConfig) -> None:
     print(f"{len(result.trials)} trials ({', '.join(f'{n} {s.lower()}' for s, n in counts.items())}); "
           f"best trial {result.best.number}: val {result.metric}={result.best.value:.4f} {result.best.params}; "
           f"refit on train, test {result.metric}={result.test_metrics[result.metric]:.4f}; "
-          f"MLflow run {result.run_id} ({result.tracking_uri}, experiment {result.experiment!r})")
+          f"MLflow run {result.run_id} ({redact(result.tracking_uri)}, experiment {result.experiment!r})")
     print(f"best config (jobs/train.py --conf): {result.outputs['best_config']}; "
           f"refit model: {result.outputs['best_model']}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,6 +17,7 @@ from pyspark.sql import SparkSession
 
 from recspark.config import SparkConfig, load_config
 from recspark.errors import CandidateRejected, ConfigError, DataValidationError, ModelFitError
+from recspark.redact import redact
 from recspark.session import build_session
 
 log = logging.getLogger("recspark")
@@ -54,26 +56,26 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
     try:
         conf = load_config(args.conf, config_cls, overrides=args.set)
     except ConfigError as err:
-        log.error("%s", err)
+        log.error("%s", redact(str(err)))
         return EXIT_CONFIG
     spark_conf: SparkConfig = conf.spark  # type: ignore[attr-defined]
     spark = build_session(spark_conf.master, spark_conf.app_name, spark_conf.conf, spark_conf.checkpoint_dir)
     try:
         body(spark, conf)
     except ConfigError as err:
-        log.error("%s", err)
+        log.error("%s", redact(str(err)))
         return EXIT_CONFIG
     except DataValidationError as err:
-        log.error("invalid input data: %s", err)
+        log.error("invalid input data: %s", redact(str(err)))
         return EXIT_DATA
     except ModelFitError as err:
-        log.error("model fit failed: %s", err)
+        log.error("model fit failed: %s", redact(str(err)))
         return EXIT_MODEL
     except CandidateRejected as err:
-        log.error("candidate not promoted: %s", err)
+        log.error("candidate not promoted: %s", redact(str(err)))
         return EXIT_REJECTED
-    except Exception:  # noqa: BLE001 - keep the traceback, distinct exit code
-        log.exception("job failed")
+    except Exception:  # noqa: BLE001 - keep the traceback (credentials redacted), distinct exit code
+        log.error("job failed\n%s", redact(traceback.format_exc()).rstrip())
         return EXIT_UNEXPECTED
     finally:
         spark.stop()

@@ -24,6 +24,7 @@ import yaml
 
 from recspark.data.synthetic import SyntheticSpec
 from recspark.errors import ConfigError
+from recspark.redact import redact
 
 T = TypeVar("T")
 
@@ -488,7 +489,7 @@ def load_config(path: str | Path | None, cls: type[T], overrides: list[str] | No
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            raise ConfigError(redact(f"{path}: not valid YAML: {err}")) from err
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     problems: list[str] = []
@@ -497,7 +498,7 @@ def load_config(path: str | Path | None, cls: type[T], overrides: list[str] | No
     conf = _build(cls, raw, "", problems)
     if problems:
         where = f" in {path}" if path else ""
-        raise ConfigError(f"invalid configuration{where}:\n  - " + "\n  - ".join(problems))
+        raise ConfigError(redact(f"invalid configuration{where}:\n  - " + "\n  - ".join(problems)))
     return conf
 
 
@@ -639,7 +640,7 @@ def with_values(conf: T, values: Mapping[str, Any]) -> T:
     for key, value in values.items():
         conf = _with_value(conf, key.split("."), value, key, problems)
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError(redact("; ".join(problems)))
     return conf
 
 

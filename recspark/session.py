@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 from pyspark.sql import SparkSession
 
+from recspark.redact import redact
+
 log = logging.getLogger(__name__)
 
 # Arrow makes toPandas/mapInPandas cheap; adaptive execution keeps small stages small.
@@ -68,7 +70,7 @@ def build_session(
     for key, value in {**_DEFAULTS, **(conf or {})}.items():
         if key in _LAUNCH_ONLY and "PYSPARK_GATEWAY_PORT" in os.environ:
             log.warning("spark.conf %s=%s has no effect under spark-submit (the driver JVM is already "
-                        "running); pass it to spark-submit instead (e.g. --driver-memory)", key, value)
+                        "running); pass it to spark-submit instead (e.g. --driver-memory)", key, redact(value, key))
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from recspark.pipeline.train import RunSummary
+from recspark.redact import redact
 
 _DATA_ROWS = [
     ("rows read", "rows_read"),
@@ -34,11 +35,12 @@ def format_summary(summary: RunSummary, ks: list[int]) -> str:
         lines += ["", "Stage wall time (s)"]
         lines += [f"  {name:<32}{secs:>10.1f}" for name, secs in summary.timings.items()]
     lines += ["", "Outputs"] + [f"  {name:<32}{path}" for name, path in summary.outputs.items()]
+    tracking_uri = redact(summary.tracking_uri)
     lines += [
         "",
-        f"MLflow run {summary.run_id} in experiment '{summary.experiment}' ({summary.tracking_uri})",
+        f"MLflow run {summary.run_id} in experiment '{summary.experiment}' ({tracking_uri})",
         "Open the MLflow UI with:",
-        f"  .venv/bin/mlflow ui --backend-store-uri {summary.tracking_uri}   # then http://127.0.0.1:5000",
+        f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri}   # then http://127.0.0.1:5000",
         "=" * 72,
     ]
     return "\n".join(lines)

@@ -39,6 +39,7 @@ from recspark.errors import DataValidationError
 from recspark.models.warp.estimator import RankingFMModel
 from recspark.pipeline.outputs import StagedOutput, protected_paths
 from recspark.pipeline.timing import StageTimer
+from recspark.redact import redact
 from recspark.products.similarity import (
     Embeddings,
     explanations,
@@ -232,5 +233,5 @@ def format_products_summary(summary: ProductsSummary) -> str:
     lines = [f"recspark products -> {summary.out_dir}"]
     lines += [f"  {p:<20} {summary.rows[p]:>10,} rows  {summary.outputs[p]}" for p in summary.rows]
     lines += [f"  {p:<20} skipped: {reason}" for p, reason in summary.skipped.items()]
-    lines.append(f"  MLflow run {summary.run_id} ({summary.tracking_uri})")
+    lines.append(f"  MLflow run {summary.run_id} ({redact(summary.tracking_uri)})")
     return "\n".join(lines)

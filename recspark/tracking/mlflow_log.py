@@ -22,6 +22,7 @@ import yaml
 
 import recspark
 from recspark.config import MlflowConfig, flatten, to_dict
+from recspark.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ def resolve_tracking_uri(conf: MlflowConfig) -> str:
 
 def _git_commit() -> str | None:
     repo = Path(recspark.__file__).resolve().parents[1]
+    if not repo.is_dir():  # shipped as a zip (spark-submit --py-files): no checkout to ask
+        return None
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
@@ -58,19 +61,20 @@ def mlflow_run(conf: MlflowConfig, *, spark_version: str, run_name: str | None =
     if commit:
         tags["mlflow.source.git.commit"] = commit
     with mlflow.start_run(run_name=run_name or conf.run_name, tags=tags) as run:
-        log.info("MLflow run %s in experiment %r at %s", run.info.run_id, conf.experiment, mlflow.get_tracking_uri())
+        log.info("MLflow run %s in experiment %r at %s", run.info.run_id, conf.experiment,
+                 redact(mlflow.get_tracking_uri()))
         yield run
 
 
 def log_config(conf: Any) -> None:
-    """Log the resolved config: flattened params, and the YAML as an artifact."""
-    mlflow.log_params(flatten(conf))
-    mlflow.log_text(yaml.safe_dump(to_dict(conf), sort_keys=False), "config/resolved.yaml")
+    """Log the resolved config: flattened params, and the YAML as an artifact, credentials redacted."""
+    mlflow.log_params(redact(flatten(conf)))
+    mlflow.log_text(yaml.safe_dump(redact(to_dict(conf)), sort_keys=False), "config/resolved.yaml")
 
 
 def log_params(params: Mapping[str, Any]) -> None:
     """Log settings resolved at run time (e.g. an automatic shard count), next to the config's params."""
-    mlflow.log_params(dict(params))
+    mlflow.log_params(redact(dict(params)))
 
 
 def log_metrics(metrics: Mapping[str, float], prefix: str = "", step: int | None = None) -> None:
@@ -80,7 +84,7 @@ def log_metrics(metrics: Mapping[str, float], prefix: str = "", step: int | None
 
 def log_dict_artifact(data: Mapping[str, Any], artifact_file: str) -> None:
     """Log a small JSON/YAML document (e.g. the rejects summary)."""
-    mlflow.log_dict(dict(data), artifact_file)
+    mlflow.log_dict(redact(dict(data)), artifact_file)
 
 
 def plot_learning_curves(curves: Mapping[str, list[tuple[int, float]]], metric: str, xlabel: str) -> None:

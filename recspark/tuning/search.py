@@ -39,6 +39,7 @@ from recspark.errors import ModelFitError
 from recspark.pipeline.outputs import StagedOutput, protected_paths
 from recspark.pipeline.prepare import ensure_input, prepare_matrix
 from recspark.pipeline.timing import StageTimer
+from recspark.redact import REDACTED, redact
 from recspark.tracking.mlflow_log import log_config, log_dict_artifact, log_metrics, mlflow_run, resolve_tracking_uri
 from recspark.tuning.objective import Objective, SearchData, TrialRecord
 from recspark.tuning.space import distributions
@@ -112,12 +113,17 @@ def best_config_yaml(conf: TuneConfig, best: TrialRecord) -> str:
     """The training job's config with the best trial's values, as YAML (``jobs/train.py --conf`` trains it).
 
     Its ``output.dir`` is the search's plus ``-best``, so training the winner
-    never replaces the search's own outputs (this file among them).
+    never replaces the search's own outputs (this file among them). Credentials
+    (``spark.conf`` secrets, a tracking URI's password) are redacted like in
+    every logged copy of a config: set them again (e.g. ``--set``) to run it.
     """
     values = {**best.params, "output.dir": f"{conf.output.dir.rstrip('/')}-best"}
     header = (f"# Best of a {conf.tune.strategy} search: trial {best.number}, val score {best.value:.6f}\n"
               f"# Searched values: {best.params}\n")
-    return header + yaml.safe_dump(to_dict(with_values(conf.train_config(), values)), sort_keys=False)
+    body = yaml.safe_dump(redact(to_dict(with_values(conf.train_config(), values))), sort_keys=False)
+    if REDACTED in body:
+        header += f"# Credentials are replaced by {REDACTED}: set them again (e.g. --set) before running it\n"
+    return header + body
 
 
 def run_search(spark: SparkSession, conf: TuneConfig) -> SearchResult:
