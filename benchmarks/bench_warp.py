@@ -8,9 +8,11 @@ precision@5, train items excluded), next to the popularity baseline:
    :func:`apply_min_counts` 5/5 -> id maps -> :func:`holdout_split` (20% of
    eligible users, 5 items each, ``seed``);
 2. recspark: ``RankingFM(...).fit_indexed`` on ``local[2]`` with its default
-   shard count and kernel batch (resolved values are in the JSON; ``synth-2m``
-   trains on 2 shards, the small sets on 1); per-epoch wall time and
-   samples/s come from ``on_epoch``;
+   shard count (resolved values are in the JSON; ``synth-2m`` trains on 2
+   shards, the small sets on 1, all epochs between evaluations in one Spark
+   task) and ``--threads`` kernel threads per shard; per-epoch wall time and
+   samples/s come from ``on_epoch``, and the whole fit's wall time (without
+   the evaluations) divided by the epochs is reported too;
 3. LightFM 1.17: ``fit_partial(epochs=1, num_threads=2)`` per epoch (``--lightfm-threads``), timed,
    on the binary train matrix; evaluated through a ``FactorScorer`` built
    from ``get_item_representations()`` (embeddings + item biases) and
@@ -56,6 +58,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import json
 import logging
+import math
 import platform
 import statistics
 import sys
@@ -81,7 +84,7 @@ VALIDATION_SEED_OFFSET = 1000
 
 @dataclass(frozen=True)
 class Settings:
-    """One training configuration; ``strategy``/``n_shards``/``batch_size`` only apply to recspark,
+    """One training configuration; ``strategy``/``n_shards``/``num_threads`` only apply to recspark,
     ``lightfm_threads`` only to LightFM (1 makes it deterministic)."""
 
     epochs: int = 10
@@ -92,14 +95,14 @@ class Settings:
     item_alpha: float = 0.0
     strategy: str = "hogwild"
     n_shards: int = 0  # 0: recspark's default (parallelism, >= 200k rows per shard)
-    batch_size: int = 0  # 0: recspark's default kernel step (from the catalogue size)
+    num_threads: int = 1  # recspark kernel threads per shard (1: deterministic)
     lightfm_threads: int = 2
 
     def label(self, model: str) -> str:
         text = f"ep={self.epochs} lr={self.learning_rate}"
         if model == "recspark":
             text += f" {self.strategy} shards={self.n_shards or 'auto'}"
-            text += f" batch={self.batch_size or 'auto'}"
+            text += f" threads={self.num_threads}"
         return text
 
 
@@ -114,7 +117,6 @@ class Grid:
     learning_rates: tuple[float, ...] = (0.02, 0.05)
     checkpoints: tuple[int, ...] = (10, 30)  # epochs at which a run is validated
     variants: tuple[str, ...] = tuple(VARIANTS)  # recspark only
-    batch_sizes: tuple[int, ...] = (0,)  # recspark only; 0: its default
 
 
 def search_grid(base: Settings, model: str, grid: Grid) -> list[tuple[Settings, tuple[int, ...]]]:
@@ -122,12 +124,11 @@ def search_grid(base: Settings, model: str, grid: Grid) -> list[tuple[Settings, 
 
     Both models: each learning rate, validated at each checkpoint epoch of one
     run. recspark also: each distribution variant (hogwild or stratified on 2
-    shards, or 1 shard: no merging at all) for each batch size.
+    shards, or 1 shard: no merging at all).
     """
     variants: list[dict] = [{}]
     if model == "recspark":
-        variants = [{"strategy": VARIANTS[v][0], "n_shards": VARIANTS[v][1], "batch_size": batch}
-                    for batch in grid.batch_sizes for v in grid.variants]
+        variants = [{"strategy": VARIANTS[v][0], "n_shards": VARIANTS[v][1]} for v in grid.variants]
     return [(replace(base, epochs=max(grid.checkpoints), learning_rate=lr, **variant), grid.checkpoints)
             for lr in grid.learning_rates for variant in variants]
 
@@ -229,28 +230,32 @@ def run_recspark(spark, train, maps, n_users, n_items, settings: Settings, seed:
     from recspark.models.scoring import FactorScorer
     from recspark.models.warp.estimator import RankingFM
 
-    epochs, scores = [], {}
+    epochs, scores, eval_seconds = [], {}, [0.0]
 
     def on_epoch(epoch, stats, state):
         epochs.append(stats)
-        if epoch in evals:
+        if epoch in evals and state is not None:
+            started = time.perf_counter()
             reps, biases = state.item_representations()
             scorer = FactorScorer(reps, state.user_factors(spark), item_bias=biases)
             scores[epoch] = p_at_5(scorer, *evals[epoch])
             scorer.unpersist()
+            eval_seconds[0] += time.perf_counter() - started
             log.info("  recspark %s epoch %d: p@5 %.4f", settings.label("recspark"), epoch, scores[epoch])
 
     estimator = RankingFM(loss="warp", noComponents=settings.no_components, learningRate=settings.learning_rate,
                           learningSchedule="adagrad", maxSampled=settings.max_sampled,
                           userAlpha=settings.user_alpha, itemAlpha=settings.item_alpha, maxIter=settings.epochs,
                           numShards=settings.n_shards, strategy=settings.strategy,
-                          batchSize=settings.batch_size, seed=seed)
+                          numThreads=settings.num_threads, seed=seed)
     start = time.perf_counter()
-    model = estimator.fit_indexed(train, *maps, n_users=n_users, n_items=n_items, on_epoch=on_epoch)
+    model = estimator.fit_indexed(train, *maps, n_users=n_users, n_items=n_items, on_epoch=on_epoch,
+                                  state_every=math.gcd(*evals) if evals else 0)
     total = time.perf_counter() - start
     model.state.unpersist()
     seconds = [e["epoch_seconds"] for e in epochs]
-    return {"n_shards": model.getOrDefault("numShards"), "batch_size": model.getOrDefault("batchSize"),
+    return {"n_shards": model.getOrDefault("numShards"), "num_threads": settings.num_threads,
+            "fit_seconds_per_epoch": (total - eval_seconds[0]) / settings.epochs,
             "kernel_cpu_seconds": [e["kernel_cpu_seconds"] for e in epochs],
             "p_at_5": scores, "epoch_seconds": seconds, "samples_per_s": [e["samples_per_s"] for e in epochs],
             "median_epoch_seconds": statistics.median(seconds),
@@ -367,7 +372,7 @@ def search(spark, train, test, matrix_of, maps, sizes, base: Settings, seed: int
         best_settings = Settings(**best["settings"])
         if model == "lightfm":
             best_settings = replace(best_settings, strategy=base.strategy, n_shards=base.n_shards,
-                                    batch_size=base.batch_size)
+                                    num_threads=base.num_threads)
         if best_settings == base:
             test_score = same_hp[model]["p_at_5"]  # the same-hyperparameter run is this fit
         else:
@@ -402,7 +407,13 @@ def summarise(results: dict) -> dict:
             row[f"{model}_epoch_seconds"] = statistics.median(s[model]["median_epoch_seconds"] for s in seeds)
             row[f"{model}_samples_per_s"] = statistics.median(s[model]["median_samples_per_s"] for s in seeds)
         row["quality_ratio"] = row["recspark_p_at_5"][0] / row["lightfm_p_at_5"][0]
+        diffs = [s["recspark"]["p_at_5"] - s["lightfm"]["p_at_5"] for s in seeds]
+        row["paired_diff"] = (float(np.mean(diffs)),
+                              float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else 0.0)
         row["time_ratio"] = row["recspark_epoch_seconds"] / row["lightfm_epoch_seconds"]
+        row["recspark_fit_seconds_per_epoch"] = statistics.median(s["recspark"]["fit_seconds_per_epoch"]
+                                                                  for s in seeds)
+        row["fit_ratio"] = row["recspark_fit_seconds_per_epoch"] / row["lightfm_epoch_seconds"]
         searched = [s["search"] for s in seeds if "search" in s]
         if searched:
             row["search"] = {"n_seeds": len(searched)}
@@ -420,7 +431,7 @@ def print_tables(summary: dict, results: dict, meta: dict) -> None:
           f"end {fmt_load(meta['loadavg_end'])}; {meta['cpu_count']} CPUs")
     print(f"same hyperparameters: {meta['same_hyperparameters']}")
     header = (f"{'dataset':<16} {'seeds':>5} {'pop p@5':>7} {'recspark p@5':>15} {'LightFM p@5':>15} "
-              f"{'ratio':>5} | {'rs s/ep':>7} {'rs smp/s':>9} {'lfm s/ep':>8} {'lfm smp/s':>9} {'t ratio':>7}")
+              f"{'rs - lfm (se)':>16} | {'rs s/ep':>7} {'rs fit/ep':>9} {'lfm s/ep':>8} {'t ratio':>7} {'fit ratio':>9}")
     print(header)
     print("-" * len(header))
     for name, res in results.items():
@@ -429,11 +440,13 @@ def print_tables(summary: dict, results: dict, meta: dict) -> None:
             continue
         r = summary[name]
         print(f"{name:<16} {r['n_seeds']:>5} {r['popularity_p_at_5'][0]:>7.4f} "
-              f"{pm(r['recspark_p_at_5']):>15} {pm(r['lightfm_p_at_5']):>15} {r['quality_ratio']:>5.2f} | "
-              f"{r['recspark_epoch_seconds']:>7.2f} {r['recspark_samples_per_s']:>9.0f} "
-              f"{r['lightfm_epoch_seconds']:>8.2f} {r['lightfm_samples_per_s']:>9.0f} {r['time_ratio']:>7.2f}")
-    print("ratio = recspark p@5 / LightFM p@5 (target >= 1); t ratio = recspark s/epoch / LightFM s/epoch "
-          "(target <= 1 on synth-2m); s/epoch = median epoch.")
+              f"{pm(r['recspark_p_at_5']):>15} {pm(r['lightfm_p_at_5']):>15} "
+              f"{r['paired_diff'][0]:>+8.4f} ({r['paired_diff'][1]:.4f}) | "
+              f"{r['recspark_epoch_seconds']:>7.2f} {r['recspark_fit_seconds_per_epoch']:>9.2f} "
+              f"{r['lightfm_epoch_seconds']:>8.2f} {r['time_ratio']:>7.2f} {r['fit_ratio']:>9.2f}")
+    print("rs - lfm = paired p@5 difference over seeds (standard error); t ratio = recspark median epoch / "
+          "LightFM median epoch (target <= 1 on synth-2m); fit ratio = recspark whole fit (evaluations "
+          "excluded) / epochs / LightFM median epoch (target <= 3 on the small sets).")
     searched = {n: r["search"] for n, r in summary.items() if "search" in r}
     if searched:
         print("\nbest settings (grid selected on a validation split carved from train, scored on test)")
@@ -462,8 +475,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     parser.add_argument("--epochs", type=int, default=None, help="same-hyperparameter epochs (default 10, quick 3)")
-    parser.add_argument("--batch-size", type=int, default=0,
-                        help="recspark kernel batch for the same-hyperparameter runs (default 0: its automatic one)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="recspark kernel threads per shard (default 1: deterministic)")
+    parser.add_argument("--shards", type=int, default=0,
+                        help="recspark shards for the same-hyperparameter runs (default 0: its automatic choice)")
     parser.add_argument("--lightfm-threads", type=int, default=2,
                         help="LightFM num_threads (default 2, the cores recspark gets; 1 is deterministic)")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs, no search (smoke test)")
@@ -477,8 +492,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--search-lrs", nargs="+", type=float, default=list(Grid.learning_rates))
     parser.add_argument("--search-variants", nargs="+", default=list(Grid.variants), choices=VARIANTS,
                         help="recspark strategy/shards variants in the search (default all)")
-    parser.add_argument("--search-batch-sizes", nargs="+", type=int, default=list(Grid.batch_sizes),
-                        help="recspark batch sizes crossed into the search grid (default: recspark's automatic one)")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/recspark-bench"),
                         help="where the synthetic set is generated (outside the repo)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
@@ -488,8 +501,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.no_search = True
     args.epochs = args.epochs or (3 if args.quick else 10)
     args.search_seeds = args.seeds if args.search_seeds is None else args.search_seeds
-    args.grid = Grid(tuple(args.search_lrs), tuple(sorted(args.search_epochs)), tuple(args.search_variants),
-                     tuple(args.search_batch_sizes))
+    args.grid = Grid(tuple(args.search_lrs), tuple(sorted(args.search_epochs)), tuple(args.search_variants))
     return args
 
 
@@ -512,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session("local[2]", "bench_warp", conf={
         "spark.sql.shuffle.partitions": "4", "spark.driver.memory": "4g",
         "spark.local.dir": str(args.cache_dir / "spark-local")})
-    base = Settings(epochs=args.epochs, batch_size=args.batch_size, lightfm_threads=args.lightfm_threads)
+    base = Settings(epochs=args.epochs, n_shards=args.shards, num_threads=args.threads,
+                    lightfm_threads=args.lightfm_threads)
     search_sets = set(args.search_datasets or args.datasets)
     results = {}
     try:

@@ -156,7 +156,9 @@ class WarpConfig:
     """The sharded WARP/BPR trainer (LightFM semantics; see ``recspark.models.warp``)."""
 
     enabled: bool = True
-    loss: Literal["warp", "bpr"] = "warp"
+    # warp (precision at the top), warp-kos (k-th of n sampled positives per user), bpr (AUC), or
+    # logistic (labels from the weight's sign: only useful with negative interactions), as LightFM.
+    loss: Literal["warp", "warp-kos", "bpr", "logistic"] = "warp"
     no_components: int = _bounded(64, ge=1)
     learning_rate: float = _bounded(0.05, gt=0.0)
     optimiser: Literal["adagrad", "adadelta"] = "adagrad"
@@ -165,11 +167,13 @@ class WarpConfig:
     user_alpha: float = _bounded(0.0, ge=0.0)
     item_alpha: float = _bounded(0.0, ge=0.0)
     max_sampled: int = _bounded(10, ge=1)
+    k: int = _bounded(5, ge=1)  # warp-kos: the k-th best of n positives drawn per user is the positive
+    n: int = _bounded(10, ge=1)
     # Per-interaction sample weight from the interaction weight (binary: all 1, as LightFM's default).
     sample_weight: Literal["binary", "count", "log1p"] = "binary"
-    # Positives per vectorised kernel step; null: from the catalogue size (n_items / 8 as a power
-    # of two in [32, 1024]; recspark/models/warp/trainer.py default_batch_size).
-    batch_size: int | None = _bounded(None, ge=1)
+    # Lock-free threads inside each shard's kernel pass (LightFM's num_threads). 1 is deterministic;
+    # more only helps when a shard has idle cores to itself (see the README's performance section).
+    num_threads: int = _bounded(1, ge=1)
     epochs: int = _bounded(10, ge=1)
     # Shards = user partitions trained in parallel; null: the cluster's default parallelism, but
     # at least 200k interactions per shard (small data trains as one shard: faster and better).

@@ -167,7 +167,7 @@ def warp_estimator(conf: WarpConfig) -> RankingFM:
     return RankingFM(loss=conf.loss, noComponents=conf.no_components, learningRate=conf.learning_rate,
                      learningSchedule=conf.optimiser, rho=conf.rho, epsilon=conf.epsilon,
                      userAlpha=conf.user_alpha, itemAlpha=conf.item_alpha, maxSampled=conf.max_sampled,
-                     batchSize=conf.batch_size or 0, maxIter=conf.epochs, seed=conf.seed, numShards=conf.n_shards or 0,
+                     k=conf.k, n=conf.n, numThreads=conf.num_threads, maxIter=conf.epochs, seed=conf.seed, numShards=conf.n_shards or 0,
                      localPasses=conf.local_passes, checkpointInterval=conf.checkpoint_interval,
                      strategy=conf.strategy, syncsPerEpoch=conf.syncs_per_epoch)
 
@@ -224,12 +224,12 @@ def run_warp(ctx: _Context) -> None:
         train_curve.append((epoch, value))
         return f", train {primary} {value:.4f}"
 
-    def on_epoch(epoch: int, stats: dict[str, float], state: WarpState) -> None:
+    def on_epoch(epoch: int, stats: dict[str, float], state: WarpState | None) -> None:
         log_metrics({"epoch_seconds": stats["epoch_seconds"], "samples_per_s": stats["samples_per_s"],
                      "mean_loss": stats["mean_loss"]}, prefix=f"{name}_", step=epoch)
         line = (f"{name} epoch {epoch:>3}/{conf.epochs}: {stats['epoch_seconds']:.1f}s, "
                 f"{stats['samples_per_s']:,.0f} samples/s, loss {stats['mean_loss']:.4f}")
-        if conf.eval_every and epoch % conf.eval_every == 0 and epoch != conf.epochs:
+        if state is not None and conf.eval_every and epoch % conf.eval_every == 0 and epoch != conf.epochs:
             reps, biases = state.item_representations()
             scorer = FactorScorer(reps, state.user_factors(ctx.spark), item_bias=biases)
             value = evaluate(scorer, ctx.train, ctx.test, ks=tuple(ev.ks), exclude_train=ev.exclude_train)[primary]
@@ -246,9 +246,9 @@ def run_warp(ctx: _Context) -> None:
     with ctx.timer.stage(f"{name}_fit"):
         model = estimator.fit_indexed(weighted, ctx.user_map, ctx.item_map, n_users=ctx.prepared.matrix.n_users,
                                       n_items=ctx.n_items, item_features=item_features,
-                                      user_features=user_features, on_epoch=on_epoch)
-    log_params({f"{name}.n_shards_used": model.getOrDefault("numShards"),
-                f"{name}.batch_size_used": model.getOrDefault("batchSize")})
+                                      user_features=user_features, on_epoch=on_epoch,
+                                      state_every=conf.eval_every)
+    log_params({f"{name}.n_shards_used": model.getOrDefault("numShards")})
     scorer = model.scorer()
     metrics = ctx.score(name, scorer, step=conf.epochs)
     if conf.eval_every:

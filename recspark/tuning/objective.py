@@ -150,13 +150,14 @@ def fitted(conf: TrainConfig, model: str, train: DataFrame, data: SearchData, re
                                      rejects_dir) if conf.features.items.sources else None)
     last: list[WarpState] = []
 
-    def on_epoch(epoch: int, stats: dict[str, float], state: WarpState) -> None:
-        last[:] = [state]
+    def on_epoch(epoch: int, stats: dict[str, float], state: WarpState | None) -> None:
+        if state is not None:
+            last[:] = [state]
         if epoch >= conf.warp.epochs:  # the fit is done: the caller scores the final model
             return
         if interrupt is not None:
             interrupt(epoch)
-        if checkpoint is not None and every and epoch % every == 0:
+        if checkpoint is not None and every and epoch % every == 0 and state is not None:
             reps, biases = state.item_representations()
             partial = FactorScorer(reps, state.user_factors(spark), item_bias=biases)
             try:
@@ -168,7 +169,7 @@ def fitted(conf: TrainConfig, model: str, train: DataFrame, data: SearchData, re
     try:
         fit = warp_estimator(conf.warp).fit_indexed(weighted, data.user_map, data.item_map, n_users=data.n_users,
                                                     n_items=data.n_items, item_features=features,
-                                                    on_epoch=on_epoch)
+                                                    on_epoch=on_epoch, state_every=every)
     except BaseException:  # pruned, stopped or diverged: free the last epoch's cached shards and broadcasts
         if last:
             last[0].unpersist()

@@ -113,8 +113,7 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     assert run.info.status == "FINISHED"
     assert run.data.params["als.rank"] == str(conf.als.rank)
     assert run.data.params["split.holdout_k"] == "5"
-    # Auto settings (null in the config) are logged as resolved: 600 items -> batch 64; 60k rows -> 1 shard.
-    assert run.data.params["warp.batch_size_used"] == "64"
+    # Auto settings (null in the config) are logged as resolved: 60k rows -> 1 shard.
     assert run.data.params["warp.n_shards_used"] == "1"
     metrics = run.data.metrics
     for name in ("rows_read", "rows_rejected", "rows_after_threshold", "n_users", "n_items", "sparsity", "train_rows",

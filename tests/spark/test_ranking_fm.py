@@ -30,7 +30,7 @@ def likes(spark):
 @pytest.fixture(scope="module")
 def model(likes):
     return RankingFM(userCol="user", itemCol="item", weightCol="plays", noComponents=8, maxIter=15,
-                     learningRate=0.1, numShards=2, batchSize=64).fit(likes)
+                     learningRate=0.1, numShards=2).fit(likes)
 
 
 def test_factors_carry_original_ids(model, likes):
@@ -83,7 +83,7 @@ def test_a_loaded_model_warm_starts_a_new_fit(model, likes, spark, tmp_path):
     loaded = RankingFMModel.load(spark, str(tmp_path / "m"))
     df = likes.select(F.col("user").alias(USER_ID), F.col("item").alias(ITEM_ID), F.col("plays").alias(WEIGHT))
     train = apply_id_maps(df, loaded.user_map, loaded.item_map)
-    estimator = RankingFM(noComponents=8, maxIter=2, learningRate=0.1, numShards=3, batchSize=64)
+    estimator = RankingFM(noComponents=8, maxIter=2, learningRate=0.1, numShards=3)
     warm = estimator.fit_indexed(train, loaded.user_map, loaded.item_map, init=loaded)
     assert warm.state.epochs_done == 17
     recs = warm.recommendForAllUsers(5).toPandas().set_index("user_id")["recommendations"]
@@ -91,15 +91,14 @@ def test_a_loaded_model_warm_starts_a_new_fit(model, likes, spark, tmp_path):
     assert np.mean(in_group) > 0.9  # the warm model kept what the loaded one learned
 
 
-def test_auto_shards_and_batch_are_resolved_and_recorded_on_the_model(likes):
-    """numShards=0 / batchSize=0 (the defaults): a few hundred rows train as one shard, 40 items -> batch 32."""
+def test_auto_shards_are_resolved_and_recorded_on_the_model(likes):
+    """numShards=0 (the default): a few hundred rows train as one shard."""
     fitted = RankingFM(userCol="user", itemCol="item", noComponents=4, maxIter=1).fit(likes)
     assert fitted.getOrDefault("numShards") == 1 and fitted.state.n_shards == 1
-    assert fitted.getOrDefault("batchSize") == 32
 
 
 @pytest.mark.parametrize("kwargs,name", [({"learningRate": -1.0}, "learningRate"), ({"maxSampled": 0}, "maxSampled"),
-                                         ({"batchSize": -1}, "batchSize"),
+                                         ({"k": 0}, "k"), ({"numThreads": 0}, "numThreads"),
                                          ({"loss": "hinge"}, "loss"), ({"maxIter": 0}, "maxIter"),
                                          ({"learningSchedule": "sgd"}, "learningSchedule")])
 def test_bad_params_raise_errors_naming_the_param(kwargs, name):

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from pyspark.sql import functions as F
 
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.indexing import apply_id_maps, build_id_map
@@ -30,7 +31,7 @@ from recspark.models.warp.trainer import (
 pytestmark = pytest.mark.spark
 
 SPEC = SyntheticSpec(n_users=1500, n_items=400, n_interactions=40_000, n_clusters=8, seed=3)
-KERNEL = KernelParams(loss="warp", learning_rate=0.05, batch_size=256)
+KERNEL = KernelParams(loss="warp", learning_rate=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,9 @@ def planted(spark):
     item_map = build_id_map(raw, ITEM_ID, ITEM_IDX)
     indexed = apply_id_maps(raw, user_map, item_map)
     train, test = holdout_split(indexed, test_user_fraction=0.3, k=5, seed=1)
-    train, test = train.cache(), test.cache()
+    # Sample weight 1 (the pipeline's default warp.sample_weight: binary): raw counts up to 31 would
+    # multiply LightFM's steps by as much.
+    train, test = train.withColumn(WEIGHT, F.lit(1.0)).cache(), test.cache()
     return train, test, user_map.count(), item_map.count()
 
 
@@ -144,7 +147,7 @@ def test_hogwild_adadelta_merge_keeps_running_averages_non_negative():
     """Summing 8 shards' adadelta deltas must count the decay of the shared start value once."""
     rng = np.random.default_rng(0)
     n_items, n_shards = 30, 8
-    kernel = KernelParams(optimiser="adadelta", batch_size=64)
+    kernel = KernelParams(optimiser="adadelta")
     items = SideParams.init(n_items, 4, "adadelta", np.random.default_rng(1))
     features = sp.identity(n_items, dtype=np.float32, format="csr")
     shards = [ShardData.from_arrays(rng.integers(0, 20, 400), rng.integers(0, n_items, 400), np.ones(400), n_items)

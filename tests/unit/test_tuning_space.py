@@ -30,7 +30,7 @@ def tune_config(*space: str, **tune: object) -> TuneConfig:
      "tune.space[0]: warp.no_components: 0 is out of range; must be >= 1"),
     ("{name: warp.epochs, type: uniform, low: 2, high: 8}", "tune.space[0]: warp.epochs: expected an integer"),
     ("{name: warp.loss, type: categorical, values: [warp, hinge]}",
-     "tune.space[0]: warp.loss: 'hinge' is not one of 'warp', 'bpr'"),
+     "tune.space[0]: warp.loss: 'hinge' is not one of 'warp', 'warp-kos', 'bpr', 'logistic'"),
     ("{name: warp.loss, type: categorical}", "tune.space[0]: warp.loss: categorical needs values"),
     ("{name: warp.epochs, type: int, low: 8, high: 2}", "tune.space[0]: warp.epochs: int needs low < high"),
     ("{name: als.rank, type: int, low: 2, high: 8}", "tune.space[0]: als.rank is not a warp setting"),

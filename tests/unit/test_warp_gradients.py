@@ -1,4 +1,13 @@
-"""Finite-difference checks of the WARP/BPR update directions, through feature sums."""
+"""Finite-difference checks of the compiled kernel's updates, through weighted feature sums.
+
+One sample is trained with adagrad accumulators so large that a step is
+``-lr / sqrt(acc) * gradient`` to float32 precision, so the change of every
+parameter divided by ``-lr / sqrt(acc)`` is the gradient the kernel applied.
+It is compared with a float64 finite-difference gradient of the loss written
+directly from its definition (WARP and k-OS: the active hinge with the rank
+weight held fixed; BPR and logistic: the loss itself). The positive and the
+negative item share a weighted tag, so their two steps on it must add up.
+"""
 
 from __future__ import annotations
 
@@ -6,118 +15,114 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recspark.models.warp.kernel import pair_coefficients, pair_gradients, score
+from recspark.models.warp.kernel import KernelParams, fit_epoch
 from recspark.models.warp.state import SideParams
 
+ACCUM = 1e6  # adagrad accumulator: step = lr / 1000 * gradient
+LR = 1.0
+N_RANK = 1001  # n_items_total: WARP's rank weight is log(1000) at the first counted draw
 
-def _features(n_rows, n_features, rng):
-    """Two or three weighted features per row, shared between rows."""
-    dense = np.zeros((n_rows, n_features), dtype=np.float32)
-    for row in range(n_rows):
-        cols = rng.choice(n_features, size=rng.integers(2, 4), replace=False)
-        dense[row, cols] = rng.uniform(0.2, 1.5, cols.size)
-    return sp.csr_matrix(dense)
+USER_FEATURES = sp.csr_matrix(np.array([[1.0, 0.7]], dtype=np.float32))  # own id + a weighted group
+ITEM_FEATURES = sp.csr_matrix(np.array([[1.0, 0.0, 0.6], [0.0, 1.0, 0.9]], dtype=np.float32))  # ids + a tag
 
 
-def _setup(seed=0):
-    rng = np.random.default_rng(seed)
-    uf = _features(4, 6, rng)
-    itf = _features(7, 5, rng)
-    user_side = SideParams.init(6, 3, "adagrad", rng)
-    item_side = SideParams.init(5, 3, "adagrad", rng)
-    # Larger embeddings than the init so the BPR sigmoid is not flat.
-    user_side.embeddings *= 30
-    item_side.embeddings *= 30
-    item_side.biases[:] = rng.normal(size=5).astype(np.float32)
-    users = np.array([0, 1, 2, 3, 1])
-    pos = np.array([0, 2, 4, 6, 1])
-    neg = np.array([3, 5, 1, 0, 6])
-    weights = rng.uniform(0.5, 2.0, users.size).astype(np.float32)
-    return uf, itf, user_side, item_side, users, pos, neg, weights
+def _sides(rng):
+    user = SideParams.init(2, 3, "adagrad", rng)
+    item = SideParams.init(3, 3, "adagrad", rng)
+    user.embeddings[:] = rng.normal(size=(2, 3)).astype(np.float32)
+    item.embeddings[:] = rng.normal(size=(3, 3)).astype(np.float32)
+    item.biases[:] = rng.normal(size=3).astype(np.float32)
+    user.biases[:] = rng.normal(size=2).astype(np.float32)
+    item.embeddings[1] += 2 * user.embeddings.sum(0)  # the negative (item 1) outscores the positive: WARP fires
+    for side in (user, item):
+        side.emb_accum[:] = ACCUM
+        side.bias_accum[:] = ACCUM
+    return user, item
 
 
-def _objective(loss, uf, itf, ue, ub, ie, ib, users, pos, neg, weights, coef):
-    """float64 per-batch loss written directly from the definitions."""
-    u_rep, u_b = uf.toarray().astype(np.float64) @ ue, uf.toarray() @ ub
-    i_rep, i_b = itf.toarray().astype(np.float64) @ ie, itf.toarray() @ ib
-    s_pos = (u_rep[users] * i_rep[pos]).sum(1) + u_b[users] + i_b[pos]
-    s_neg = (u_rep[users] * i_rep[neg]).sum(1) + u_b[users] + i_b[neg]
-    if loss == "warp":  # active hinge piece with the rank weight held fixed
-        return float(np.sum(coef * (1.0 - s_pos + s_neg)))
-    return float(np.sum(weights * np.logaddexp(0.0, s_neg - s_pos)))
+def _scores(p):
+    u = USER_FEATURES.toarray().astype(np.float64)
+    i = ITEM_FEATURES.toarray().astype(np.float64)
+    u_rep, u_bias = u @ p["ue"], u @ p["ub"]
+    i_rep, i_bias = i @ p["ie"], i @ p["ib"]
+    return (i_rep @ u_rep[0]) + u_bias[0] + i_bias  # [score of item 0, score of item 1]
 
 
-def _numeric_grad(f, x, eps=1e-5):
-    grad = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + eps
-        up = f()
-        x[idx] = old - eps
-        down = f()
-        x[idx] = old
-        grad[idx] = (up - down) / (2 * eps)
-    return grad
+def _loss(loss, p, weight):
+    s = _scores(p)
+    if loss in ("warp", "warp-kos"):
+        return weight * np.log(N_RANK - 1) * (1.0 - s[0] + s[1])
+    if loss == "bpr":
+        return weight * np.logaddexp(0.0, s[1] - s[0])
+    y = 1.0 if weight > 0 else 0.0  # logistic on the one interaction (user 0, item 0)
+    return abs(weight) * (np.logaddexp(0.0, s[0]) - y * s[0])
 
 
-def _dense(features, values, n):
-    out = np.zeros((n,) + values.shape[1:])
-    out[features] = values
-    return out
+def _numeric(f, params, eps=1e-6):
+    grads = {}
+    for name, x in params.items():
+        g = np.zeros_like(x)
+        for idx in np.ndindex(x.shape):
+            old = x[idx]
+            x[idx] = old + eps
+            up = f()
+            x[idx] = old - eps
+            down = f()
+            x[idx] = old
+            g[idx] = (up - down) / (2 * eps)
+        grads[name] = g
+    return grads
+
+
+@pytest.mark.parametrize("loss, weight", [("warp", 1.5), ("warp-kos", 1.0), ("bpr", 1.5), ("logistic", 1.5),
+                                          ("logistic", -0.5)])
+def test_kernel_updates_are_the_loss_gradient(loss, weight):
+    user, item = _sides(np.random.default_rng(0))
+    before = {"ue": user.embeddings.astype(np.float64), "ub": user.biases.astype(np.float64),
+              "ie": item.embeddings.astype(np.float64), "ib": item.biases.astype(np.float64)}
+    positives = sp.csr_matrix(np.array([[1.0, 0.0]]))  # item 1 is the only possible negative
+    stats = fit_epoch(user, item, USER_FEATURES, ITEM_FEATURES, [0], [0], [weight], positives,
+                      KernelParams(loss=loss, learning_rate=LR, max_sampled=50, k=1, n=1),
+                      np.random.default_rng(1), n_items_total=N_RANK)
+    assert stats.n_updates == 1
+    applied = {name: (before[name] - arr.astype(np.float64)) * np.sqrt(ACCUM) / LR
+               for name, arr in (("ue", user.embeddings), ("ub", user.biases), ("ie", item.embeddings),
+                                 ("ib", item.biases))}
+    params = {name: value.copy() for name, value in before.items()}
+    expected = _numeric(lambda: _loss(loss, params, weight), params)
+    names = ("ue", "ub", "ie", "ib") if loss == "logistic" else ("ue", "ie", "ib")
+    for name in names:
+        np.testing.assert_allclose(applied[name], expected[name], rtol=3e-3, atol=3e-3, err_msg=name)
+    assert np.abs(expected["ie"][2]).max() > 0.1  # the shared tag got a real gradient: not vacuous
 
 
 @pytest.mark.parametrize("loss", ["warp", "bpr"])
-def test_update_directions_match_finite_differences(loss):
-    uf, itf, user_side, item_side, users, pos, neg, weights = _setup()
-    s_pos = score(user_side, item_side, uf, itf, users, pos)
-    s_neg = score(user_side, item_side, uf, itf, users, neg)
-    n_draws = np.array([1, 2, 3, 1, 5])
-    coef = pair_coefficients(loss, s_pos, s_neg, weights, n_draws, n_items=7)
-    grads = pair_gradients(user_side, item_side, uf, itf, users, pos, neg, coef)
-
-    params = {
-        "ue": user_side.embeddings.astype(np.float64),
-        "ub": user_side.biases.astype(np.float64),
-        "ie": item_side.embeddings.astype(np.float64),
-        "ib": item_side.biases.astype(np.float64),
-    }
-
-    def f():
-        return _objective(loss, uf, itf, params["ue"], params["ub"], params["ie"], params["ib"],
-                          users, pos, neg, weights, coef.astype(np.float64))
-
-    expected = {name: _numeric_grad(f, value) for name, value in params.items()}
-    got = {
-        "ue": _dense(grads.user_features, grads.user_emb, 6),
-        "ie": _dense(grads.item_features, grads.item_emb, 5),
-        "ib": _dense(grads.item_features, grads.item_bias, 5),
-    }
-    for name in ("ue", "ie", "ib"):
-        np.testing.assert_allclose(got[name], expected[name], rtol=2e-3, atol=2e-4, err_msg=name)
-    assert np.abs(expected["ie"]).max() > 1e-2  # the check is not vacuous
+def test_user_bias_moves_like_lightfm_not_like_the_gradient(loss):
+    """A pairwise loss ignores the user bias (its gradient is 0); LightFM still applies +coef,
+    weighted by the user's features, and so does the kernel."""
+    user, item = _sides(np.random.default_rng(0))
+    before = user.biases.copy()
+    positives = sp.csr_matrix(np.array([[1.0, 0.0]]))
+    fit_epoch(user, item, USER_FEATURES, ITEM_FEATURES, [0], [0], None, positives,
+              KernelParams(loss=loss, learning_rate=LR, max_sampled=50), np.random.default_rng(1),
+              n_items_total=N_RANK)
+    moved = (before - user.biases) * np.sqrt(ACCUM) / LR
+    coef = moved[0]  # own id, weight 1
+    assert coef > 0
+    np.testing.assert_allclose(moved, coef * USER_FEATURES.toarray()[0], rtol=1e-3)
+    if loss == "warp":
+        assert coef == pytest.approx(np.log(N_RANK - 1), rel=1e-3)  # LightFM's rank weight, first draw
 
 
-def test_user_bias_moves_like_lightfm_not_like_the_gradient():
-    """The pairwise loss ignores the user bias (FD gradient 0); LightFM still
-    applies +coef per row, weighted by the user's features, and so do we."""
-    uf, itf, user_side, item_side, users, pos, neg, weights = _setup()
-    coef = np.linspace(0.5, 1.5, users.size).astype(np.float32)
-    grads = pair_gradients(user_side, item_side, uf, itf, users, pos, neg, coef)
-    expected = uf[users].T @ coef
-    np.testing.assert_allclose(_dense(grads.user_features, grads.user_bias, 6), expected,
-                               rtol=1e-6)
-
-
-def test_warp_coefficient_is_lightfm_rank_weight():
-    coef = pair_coefficients(
-        "warp", np.zeros(4, np.float32), np.zeros(4, np.float32),
-        np.array([1, 1, 2, 1], np.float32), np.array([1, 3, 3, 100]), n_items=1000,
-    )
-    expected = [np.log(999), np.log(333), 2 * np.log(333), np.log(9)]
-    np.testing.assert_allclose(coef, expected, rtol=1e-6)
-    huge = pair_coefficients("warp", np.zeros(1, np.float32), np.zeros(1, np.float32),
-                             np.ones(1, np.float32), np.array([1]), n_items=10**6)
-    assert huge[0] == pytest.approx(10.0)  # LightFM's MAX_LOSS clip
-    tiny = pair_coefficients("warp", np.zeros(1, np.float32), np.zeros(1, np.float32),
-                             np.ones(1, np.float32), np.array([10]), n_items=5)
-    assert tiny[0] == 0.0  # log(max(1, floor(4 / 10))) = log(1)
+def test_warp_rank_weight_is_clipped_and_floored():
+    """``min(log(max(1, floor((n - 1) / draws))), 10)``: the clip at LightFM's MAX_LOSS, and log(1) = 0."""
+    for n_rank, expected in ((10**6, 10.0), (2, 0.0)):
+        user, item = _sides(np.random.default_rng(0))
+        scores = _scores({"ue": user.embeddings.astype(np.float64), "ub": user.biases.astype(np.float64),
+                          "ie": item.embeddings.astype(np.float64), "ib": item.biases.astype(np.float64)})
+        positives = sp.csr_matrix(np.array([[1.0, 0.0]]))
+        stats = fit_epoch(user, item, USER_FEATURES, ITEM_FEATURES, [0], [0], None, positives,
+                          KernelParams(learning_rate=LR, max_sampled=50), np.random.default_rng(1),
+                          n_items_total=n_rank)
+        assert stats.n_updates == 1
+        assert stats.loss_sum == pytest.approx(expected * (1 - scores[0] + scores[1]), rel=1e-2, abs=1e-6)

@@ -56,13 +56,15 @@ from recspark.models.warp.trainer import (
     TrainerParams,
     WarpState,
     WarpTrainer,
-    default_batch_size,
 )
 
 # Spark Param name -> KernelParams/TrainerParams field, translated in one place.
 _KERNEL_PARAMS = {"loss": "loss", "learningRate": "learning_rate", "learningSchedule": "optimiser", "rho": "rho",
                   "epsilon": "epsilon", "userAlpha": "user_alpha", "itemAlpha": "item_alpha",
-                  "maxSampled": "max_sampled", "batchSize": "batch_size"}
+                  "maxSampled": "max_sampled", "k": "k", "n": "n", "numThreads": "num_threads"}
+#: Params of models saved by earlier versions that no longer exist; ignored on load
+#: (``batchSize``: the vectorised kernel's mini-batch, gone with the compiled per-sample kernel).
+_RETIRED_PARAMS = frozenset({"batchSize"})
 _TRAINER_PARAMS = {"noComponents": "no_components", "maxIter": "epochs", "numShards": "n_shards",
                    "localPasses": "local_passes", "seed": "seed", "checkpointInterval": "checkpoint_interval",
                    "strategy": "strategy", "syncsPerEpoch": "syncs_per_epoch"}
@@ -82,7 +84,8 @@ class _RankingFMParams(HasMaxIter, HasSeed, HasCheckpointInterval):
     itemCol = Param(Params._dummy(), "itemCol", "item id column (string or integer)", TypeConverters.toString)
     weightCol = Param(Params._dummy(), "weightCol", "sample weight column; '' weighs every row 1",
                       TypeConverters.toString)
-    loss = Param(Params._dummy(), "loss", "'warp' (precision at the top) or 'bpr' (AUC)", TypeConverters.toString)
+    loss = Param(Params._dummy(), "loss", "'warp' (precision at the top), 'warp-kos' (k-th of n sampled "
+                 "positives), 'bpr' (AUC) or 'logistic' (labels from the weight's sign)", TypeConverters.toString)
     noComponents = Param(Params._dummy(), "noComponents", "embedding dimension", TypeConverters.toInt)
     learningRate = Param(Params._dummy(), "learningRate", "initial learning rate", TypeConverters.toFloat)
     learningSchedule = Param(Params._dummy(), "learningSchedule", "'adagrad' or 'adadelta'",
@@ -92,9 +95,11 @@ class _RankingFMParams(HasMaxIter, HasSeed, HasCheckpointInterval):
     userAlpha = Param(Params._dummy(), "userAlpha", "L2 penalty on user features", TypeConverters.toFloat)
     itemAlpha = Param(Params._dummy(), "itemAlpha", "L2 penalty on item features", TypeConverters.toFloat)
     maxSampled = Param(Params._dummy(), "maxSampled", "WARP: max negatives drawn per positive", TypeConverters.toInt)
-    batchSize = Param(Params._dummy(), "batchSize",
-                      "positives per vectorised kernel step; 0: from the catalogue size (default_batch_size)",
-                      TypeConverters.toInt)
+    k = Param(Params._dummy(), "k", "warp-kos: the k-th best of n sampled positives is the positive",
+              TypeConverters.toInt)
+    n = Param(Params._dummy(), "n", "warp-kos: positives sampled per user and step", TypeConverters.toInt)
+    numThreads = Param(Params._dummy(), "numThreads",
+                       "lock-free threads inside each shard's kernel pass; 1 is deterministic", TypeConverters.toInt)
     numShards = Param(Params._dummy(), "numShards",
                       "user shards trained in parallel; 0: the default parallelism, capped by data size "
                       "(default_shards)", TypeConverters.toInt)
@@ -108,15 +113,12 @@ class _RankingFMParams(HasMaxIter, HasSeed, HasCheckpointInterval):
         super().__init__()
         self._setDefault(userCol="user_id", itemCol="item_id", weightCol="", loss="warp", noComponents=64,
                          learningRate=0.05, learningSchedule="adagrad", rho=0.95, epsilon=1e-6, userAlpha=0.0,
-                         itemAlpha=0.0, maxSampled=10, batchSize=0, maxIter=10, seed=42, numShards=0,
+                         itemAlpha=0.0, maxSampled=10, k=5, n=10, numThreads=1, maxIter=10, seed=42, numShards=0,
                          localPasses=1, checkpointInterval=5, strategy="hogwild", syncsPerEpoch=1)
 
-    def kernel_params(self, n_items: int | None = None) -> KernelParams:
-        """The kernel's parameters; ``batchSize=0`` resolves to ``default_batch_size(n_items)`` (1024 unknown)."""
-        values = {field: self.getOrDefault(name) for name, field in _KERNEL_PARAMS.items()}
-        if values["batch_size"] == 0:
-            values["batch_size"] = default_batch_size(n_items) if n_items else 1024
-        return KernelParams(**values)
+    def kernel_params(self) -> KernelParams:
+        """The kernel's parameters, from the Params."""
+        return KernelParams(**{field: self.getOrDefault(name) for name, field in _KERNEL_PARAMS.items()})
 
     def trainer_params(self) -> TrainerParams:
         values = {field: self.getOrDefault(name) for name, field in _TRAINER_PARAMS.items()}
@@ -144,7 +146,8 @@ class RankingFM(Estimator, _RankingFMParams):
     def __init__(self, *, userCol: str = "user_id", itemCol: str = "item_id", weightCol: str = "",
                  loss: str = "warp", noComponents: int = 64, learningRate: float = 0.05,
                  learningSchedule: str = "adagrad", rho: float = 0.95, epsilon: float = 1e-6,
-                 userAlpha: float = 0.0, itemAlpha: float = 0.0, maxSampled: int = 10, batchSize: int = 0,
+                 userAlpha: float = 0.0, itemAlpha: float = 0.0, maxSampled: int = 10, k: int = 5, n: int = 10,
+                 numThreads: int = 1,
                  maxIter: int = 10, seed: int = 42, numShards: int = 0, localPasses: int = 1,
                  checkpointInterval: int = 5, strategy: str = "hogwild", syncsPerEpoch: int = 1) -> None:
         super().__init__()
@@ -175,7 +178,8 @@ class RankingFM(Estimator, _RankingFMParams):
                     init: RankingFMModel | None = None,
                     item_features: FeatureMatrix | None = None,
                     user_features: FeatureMatrix | None = None,
-                    on_epoch: Callable[[int, dict[str, float], WarpState], None] | None = None) -> RankingFMModel:
+                    on_epoch: Callable[[int, dict[str, float], WarpState | None], None] | None = None,
+                    state_every: int = 0) -> RankingFMModel:
         """Fit on already indexed interactions (``user_idx``, ``item_idx``, ``weight``), as the pipeline does.
 
         ``init`` warm-starts from a previous model (its users keep their
@@ -186,13 +190,15 @@ class RankingFM(Estimator, _RankingFMParams):
         ``user_features`` does the same for users (its entries stay
         distributed; users with features but no interactions get a
         representation from their features: cold start);
-        ``on_epoch`` is called after every epoch (learning curves).
+        ``on_epoch(epoch, stats, state)`` is called after every epoch
+        (progress, learning curves); ``state`` is only given every
+        ``state_every`` epochs (and at checkpoints): see ``WarpTrainer.fit``.
         """
         n_users = n_users if n_users is not None else user_map.count()
         n_items = n_items if n_items is not None else item_map.count()
-        kernel = self.kernel_params(n_items)
+        kernel = self.kernel_params()
         trainer = WarpTrainer(train.sparkSession, kernel, self.trainer_params())
-        state = trainer.fit(train, n_users, n_items, init=init.state if init else None, on_epoch=on_epoch,
+        state = trainer.fit(train, n_users, n_items, init=init.state if init else None, on_epoch=on_epoch, state_every=state_every,
                             item_features=item_features.matrix if item_features else None,
                             item_feature_alpha=item_features.feature_alpha() if item_features else None,
                             user_features=user_features)
@@ -200,7 +206,7 @@ class RankingFM(Estimator, _RankingFMParams):
         names = item_features.names if item_features else (init.item_feature_names if init else [])
         user_names = user_features.names if user_features else []
         model = self._copyValues(RankingFMModel(state, user_map, item_map, names, user_names))
-        return model._set(batchSize=kernel.batch_size, numShards=state.n_shards)
+        return model._set(numShards=state.n_shards)
 
 
 class RankingFMModel(Model, _RankingFMParams):
@@ -350,7 +356,7 @@ class RankingFMModel(Model, _RankingFMParams):
                           user_shared=_read_side(spark, f"{root}/user_shared") if user_vocab else None)
         model = cls(state, load_id_map(spark, f"{root}/id_maps/users"),
                     load_id_map(spark, f"{root}/id_maps/items"), vocab["feature"].tolist(), user_vocab)
-        model._set(**meta["params"])
+        model._set(**{name: value for name, value in meta["params"].items() if name not in _RETIRED_PARAMS})
         return model
 
 

@@ -5,10 +5,16 @@ user's parameters live in exactly one shard for the whole fit. Each epoch:
 
 1. the driver broadcasts the item-side parameters (embeddings, biases,
    optimiser accumulators) — O(item features x components);
-2. every shard runs the NumPy kernel over its interactions (``mapPartitions``),
+2. every shard runs the compiled kernel over its interactions (``mapPartitions``),
    updating its users in place and a private copy of the item side;
 3. the shards' item-side *deltas* are summed by ``treeAggregate`` and applied
    on the driver.
+
+With one shard (small data) nothing needs merging, so one Spark task trains
+every epoch up to the next point where the driver needs the model (an
+evaluation, a checkpoint, the end): a Spark round costs a few tenths of a
+second, about what the compiled kernel needs for a whole epoch of
+MovieLens 100k.
 
 ``strategy="hogwild"`` (the default) lets every shard update every item;
 each shard's item accumulators anticipate the other shards' gradients so the
@@ -72,20 +78,6 @@ def default_shards(n_rows: int, parallelism: int) -> int:
     (1, 2, 16)
     """
     return max(1, min(parallelism, n_rows // MIN_ROWS_PER_SHARD))
-
-
-def default_batch_size(n_items: int) -> int:
-    """Kernel mini-batch when not set: ``n_items / 8`` rounded down to a power of two, within [32, 1024].
-
-    Rows of a batch share one parameter snapshot, so a batch should touch each
-    item rarely: on small catalogues (MovieLens: ~2k items) 1024 positives
-    per step repeat the popular items many times and lose p@5; on 20k items
-    1024 is as good as smaller batches and much faster.
-
-    >>> default_batch_size(1_955), default_batch_size(20_000), default_batch_size(100)
-    (128, 1024, 32)
-    """
-    return int(min(1024, max(32, 1 << max(0, (max(n_items, 1) // 8).bit_length() - 1))))
 
 
 #: Largest piece of a shard's pickled state stored as one Spark record. The JVM holds a record as one
@@ -204,6 +196,8 @@ class SharedDelta:
     n_updates: int = 0
     loss_sum: float = 0.0
     kernel_seconds: float = 0.0  # summed over shards: epoch time minus this is Spark's share
+    # A task that trains several epochs (one shard) reports each: epoch -> [samples, updates, loss, kernel s].
+    epochs: dict[int, list[float]] = field(default_factory=dict)
 
     def __iadd__(self, other: SharedDelta) -> SharedDelta:
         for name, value in other.arrays.items():
@@ -212,6 +206,9 @@ class SharedDelta:
         self.n_updates += other.n_updates
         self.loss_sum += other.loss_sum
         self.kernel_seconds += other.kernel_seconds
+        for epoch, values in other.epochs.items():
+            mine = self.epochs.setdefault(epoch, [0.0] * len(values))
+            mine[:] = [a + b for a, b in zip(mine, values)]
         return self
 
 
@@ -236,6 +233,49 @@ def _leading_deltas(records: Iterator[tuple[int, Any]]) -> Iterator[SharedDelta]
             collections.deque(records, maxlen=0)
             return
         yield record
+
+
+def apply_delta(item_side: SideParams, user_shared: SideParams | None,
+                delta: SharedDelta | None) -> tuple[SideParams, SideParams | None]:
+    """The shared parameters after a round: the summed shard deltas added (new objects; inputs untouched)."""
+    if delta is None:
+        return item_side, user_shared
+    merged = item_side.to_dict()
+    new_side = SideParams.from_dict({name: merged[name] + delta.arrays[name] for name in merged})
+    check_finite(new_side, "item")
+    if user_shared is not None:
+        merged = user_shared.to_dict()
+        user_shared = SideParams.from_dict({name: merged[name] + delta.arrays[f"user_{name}"]
+                                            for name in merged})
+        check_finite(user_shared, "user")
+    return new_side, user_shared
+
+
+def run_shard_steps(shard_id: int, data: ShardData, user_side: SideParams, item_side: SideParams,
+                    user_shared: SideParams | None, steps: list[tuple[int, int]], **kwargs: Any,
+                    ) -> tuple[SideParams, SharedDelta]:
+    """Several ``(epoch, sync_round)`` steps of one shard in one task: the users and the total shared delta.
+
+    Only for a single shard, whose delta after a step *is* the change of the
+    shared parameters: the next step trains on them directly, so the driver
+    sees one Spark job for all the steps instead of a broadcast and an
+    aggregate per epoch. With one step this is :func:`run_shard_epoch`.
+    """
+    items, shared, total = item_side, user_shared, None
+    for epoch, sync_round in steps:
+        user_side, delta = run_shard_epoch(shard_id, data, user_side, items, epoch=epoch, sync_round=sync_round,
+                                           user_shared=shared, **kwargs)
+        delta.epochs = {epoch: [delta.n_samples, delta.n_updates, delta.loss_sum, delta.kernel_seconds]}
+        if len(steps) > 1:
+            items, shared = apply_delta(items, shared, delta)
+        total = _merge_deltas(total, delta)
+    if len(steps) > 1 and total is not None:  # the exact change (not a sum of rounded steps)
+        before, after = item_side.to_dict(), items.to_dict()
+        total.arrays = {name: after[name] - before[name] for name in before}
+        if user_shared is not None:
+            before, after = user_shared.to_dict(), shared.to_dict()
+            total.arrays.update({f"user_{name}": after[name] - before[name] for name in before})
+    return user_side, total
 
 
 def rounds_per_epoch(params: TrainerParams, n_shards: int) -> int:
@@ -621,7 +661,8 @@ class WarpTrainer:
         user_features: FeatureMatrix | None = None,
         init: WarpState | None = None,
         epochs: int | None = None,
-        on_epoch: Callable[[int, dict[str, float], WarpState], None] | None = None,
+        on_epoch: Callable[[int, dict[str, float], WarpState | None], None] | None = None,
+        state_every: int = 0,
     ) -> WarpState:
         """Train on ``train`` (``user_idx``, ``item_idx``, ``weight``); continue from ``init`` when given.
 
@@ -634,6 +675,10 @@ class WarpTrainer:
 
         ``on_epoch(epoch, stats, state)`` is called after every epoch (learning
         curves, progress); ``stats`` holds seconds, samples/s, updates and loss.
+        ``state`` is the model after that epoch at every ``state_every``-th
+        epoch (0: none), every checkpoint and the last epoch, and ``None`` in
+        between when the fit has one shard: one Spark task then trains all the
+        epochs between two such points, so their stats arrive together.
         """
         sc = self.spark.sparkContext
         p, kernel = self.params, self.kernel
@@ -672,21 +717,27 @@ class WarpTrainer:
         features_bc = sc.broadcast((item_features, item_feature_alpha, user_alpha))
         broadcasts: list[Any] = []
         last_epoch = first_epoch + (epochs or p.epochs)
+        rounds = rounds_per_epoch(p, n_shards)
         state = None
-        for epoch in range(first_epoch, last_epoch):
+        epoch = first_epoch
+        while epoch < last_epoch:
+            # One shard needs no merging between epochs: its task trains every epoch up to the next point
+            # where the caller wants the state (state_every), a checkpoint or the end. Several shards merge
+            # their item deltas every round.
+            stop = epoch + 1 if n_shards > 1 else _next_stop(epoch, last_epoch, state_every, p.checkpoint_interval)
+            steps = [(e, r) for e in range(epoch, stop) for r in range(rounds)]
+            jobs = [steps] if n_shards == 1 else [[step] for step in steps]
             start = time.perf_counter()
-            n_samples = n_updates = 0
-            loss_sum = kernel_seconds = 0.0
-            rounds = rounds_per_epoch(p, n_shards)
-            for sync_round in range(rounds):
+            per_epoch: dict[int, list[float]] = {}
+            for i, job in enumerate(jobs):
                 item_bc = sc.broadcast((item_side, user_shared))
                 broadcasts.append(item_bc)
-                out = self._epoch_rdd(state_rdd, item_bc, features_bc, epoch, sync_round, n_shards)
+                out = self._epoch_rdd(state_rdd, item_bc, features_bc, job, n_shards)
                 out = out.persist(StorageLevel.MEMORY_AND_DISK)
-                checkpoint = (sync_round == rounds - 1 and (epoch + 1) % p.checkpoint_interval == 0
+                checkpoint = (i == len(jobs) - 1 and stop % p.checkpoint_interval == 0
                               and sc.getCheckpointDir() is not None)
-                # The round's only job: trains every shard, caches their outputs (the next
-                # round's input) and sums their item deltas.
+                # The job's only action: trains every shard, caches their outputs (the next
+                # job's input) and sums their item deltas.
                 delta = out.mapPartitions(_leading_deltas).treeAggregate(None, _merge_deltas, _merge_deltas,
                                                                          depth=2)
                 cached.unpersist()
@@ -702,24 +753,26 @@ class WarpTrainer:
                     for bc in broadcasts:  # the truncated lineage no longer needs them
                         bc.destroy()
                     broadcasts = []
-                item_side, user_shared = self._apply(item_side, user_shared, delta)
-                if delta is not None:
-                    n_samples += delta.n_samples
-                    n_updates += delta.n_updates
-                    loss_sum += delta.loss_sum
-                    kernel_seconds += delta.kernel_seconds
-            seconds = time.perf_counter() - start
-            stats = {"epoch_seconds": seconds, "samples_per_s": n_samples / seconds if seconds else 0.0,
-                     "updates": float(n_updates), "mean_loss": loss_sum / max(n_samples, 1),
-                     "kernel_cpu_seconds": kernel_seconds}
-            history.append({"epoch": float(epoch + 1), **stats})
-            state = WarpState(item_side, item_features, state_rdd.mapPartitions(_user_blocks, True), n_users,
-                              n_items, epoch + 1, history, cached, n_shards, [*broadcasts, features_bc], user_shared)
-            log.info("epoch %d: %.1fs (kernel %.1f CPU-s over %d shards), %.0f samples/s, %d updates, "
-                     "mean loss %.4f", epoch + 1, seconds, kernel_seconds, n_shards, stats["samples_per_s"],
-                     stats["updates"], stats["mean_loss"])
-            if on_epoch is not None:
-                on_epoch(epoch + 1, stats, state)
+                item_side, user_shared = apply_delta(item_side, user_shared, delta)
+                for e, values in (delta.epochs.items() if delta is not None else ()):
+                    mine = per_epoch.setdefault(e, [0.0] * len(values))
+                    mine[:] = [a + b for a, b in zip(mine, values)]
+            seconds = (time.perf_counter() - start) / (stop - epoch)  # a multi-epoch task's wall time, shared
+            for e in range(epoch, stop):
+                n_samples, n_updates, loss_sum, kernel_seconds = per_epoch.get(e, [0.0] * 4)
+                stats = {"epoch_seconds": seconds, "samples_per_s": n_samples / seconds if seconds else 0.0,
+                         "updates": float(n_updates), "mean_loss": loss_sum / max(n_samples, 1),
+                         "kernel_cpu_seconds": kernel_seconds}
+                history.append({"epoch": float(e + 1), **stats})
+                state = (WarpState(item_side, item_features, state_rdd.mapPartitions(_user_blocks, True), n_users,
+                                   n_items, e + 1, history, cached, n_shards, [*broadcasts, features_bc], user_shared)
+                         if e == stop - 1 else None)
+                log.info("epoch %d: %.1fs (kernel %.1f CPU-s over %d shards), %.0f samples/s, %d updates, "
+                         "mean loss %.4f", e + 1, seconds, kernel_seconds, n_shards, stats["samples_per_s"],
+                         stats["updates"], stats["mean_loss"])
+                if on_epoch is not None:
+                    on_epoch(e + 1, stats, state)
+            epoch = stop
         if state is None:
             raise ConfigError("epochs must be >= 1")
         return state
@@ -765,12 +818,14 @@ class WarpTrainer:
                         for record in to_chunks(shard_id, build(shard_id, data, kv[1][1]), p.state_chunk_bytes)]
         ).partitionBy(n_shards, lambda k: k)
 
-    def _epoch_rdd(self, state_rdd: RDD, item_bc: Any, features_bc: Any, epoch: int, sync_round: int,
+    def _epoch_rdd(self, state_rdd: RDD, item_bc: Any, features_bc: Any, steps: list[tuple[int, int]],
                    n_shards: int) -> RDD:
         """Per partition: ``(shard_id, SharedDelta)`` records, then the shards' new states as chunks.
 
-        Deltas come first so :func:`_leading_deltas` reads them from the cached
-        output without unpickling the shards behind them.
+        ``steps`` are the ``(epoch, sync_round)`` pairs the job trains (several
+        only with one shard). Deltas come first so :func:`_leading_deltas`
+        reads them from the cached output without unpickling the shards behind
+        them.
         """
         p, kernel = self.params, self.kernel
 
@@ -779,10 +834,10 @@ class WarpTrainer:
             features, feature_alpha, user_alpha = features_bc.value
             item_side, user_shared = item_bc.value
             for shard_id, (data, block) in from_chunks(records):
-                users, delta = run_shard_epoch(shard_id, data, block.side, item_side, features,
-                                               kernel, seed=p.seed, epoch=epoch, sync_round=sync_round,
+                users, delta = run_shard_steps(shard_id, data, block.side, item_side, user_shared, steps,
+                                               item_features=features, kernel=kernel, seed=p.seed,
                                                n_shards=n_shards, params=p, item_feature_alpha=feature_alpha,
-                                               user_shared=user_shared, user_feature_alpha=user_alpha)
+                                               user_feature_alpha=user_alpha)
                 states.append((shard_id, (data, UserBlock(data.users, users, data.user_features))))
                 yield shard_id, delta
             for shard_id, state in states:
@@ -790,17 +845,14 @@ class WarpTrainer:
 
         return state_rdd.mapPartitions(run, preservesPartitioning=True)
 
-    def _apply(self, item_side: SideParams, user_shared: SideParams | None,
-               delta: SharedDelta | None) -> tuple[SideParams, SideParams | None]:
-        """The shared parameters after a round: the summed shard deltas added."""
-        if delta is None:
-            return item_side, user_shared
-        merged = item_side.to_dict()
-        new_side = SideParams.from_dict({name: merged[name] + delta.arrays[name] for name in merged})
-        check_finite(new_side, "item")
-        if user_shared is not None:
-            merged = user_shared.to_dict()
-            user_shared = SideParams.from_dict({name: merged[name] + delta.arrays[f"user_{name}"]
-                                                for name in merged})
-            check_finite(user_shared, "user")
-        return new_side, user_shared
+
+def _next_stop(epoch: int, last_epoch: int, state_every: int, checkpoint_interval: int) -> int:
+    """The first epoch count after ``epoch`` at which a single-shard fit hands its state back to the driver.
+
+    >>> _next_stop(0, 10, 0, 5), _next_stop(5, 10, 0, 5), _next_stop(0, 10, 2, 5), _next_stop(4, 10, 3, 5)
+    (5, 10, 2, 5)
+    """
+    stop = epoch + 1
+    while stop < last_epoch and stop % checkpoint_interval and not (state_every and stop % state_every == 0):
+        stop += 1
+    return stop
