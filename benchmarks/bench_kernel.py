@@ -1,7 +1,7 @@
 """Single-process throughput and quality of the compiled WARP/BPR/k-OS kernel vs LightFM.
 
-Both run on one core (LightFM ``num_threads=1``; BLAS/OpenMP pinned to one
-thread) with the same hyperparameters, alternating epochs so that machine load
+Both run on one core (``num_threads=1``, or ``--threads N`` for both; BLAS/OpenMP
+pinned to one thread) with the same hyperparameters, alternating epochs so that machine load
 hits both alike. Reported per epoch: CPU seconds (``time.process_time``, the
 fair number on a shared machine), wall seconds and samples per CPU second;
 after the last epoch: precision@5 on a held-out 20% split (train items
@@ -137,7 +137,8 @@ def run_dataset(name, users, items, n_users, n_items, args):
     itf = sp.identity(n_items, dtype=np.float32, format="csr")
     user_side = SideParams.init(n_users, args.components, "adagrad", rng)
     item_side = SideParams.init(n_items, args.components, "adagrad", rng)
-    params = KernelParams(loss=args.loss, learning_rate=args.lr, max_sampled=args.max_sampled)
+    params = KernelParams(loss=args.loss, learning_rate=args.lr, max_sampled=args.max_sampled,
+                          num_threads=args.threads)
     u_idx, i_idx = coo.row.astype(np.int64), coo.col.astype(np.int64)
 
     lfm = None
@@ -156,7 +157,7 @@ def run_dataset(name, users, items, n_users, n_items, args):
                          samples_per_cpu_s=n / cpu, n_updates=stats.n_updates))
         if lfm is not None:
             c0, w0 = time.process_time(), time.perf_counter()
-            lfm.fit_partial(coo, epochs=1, num_threads=1)
+            lfm.fit_partial(coo, epochs=1, num_threads=args.threads)
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0
             rows.append(dict(dataset=name, model="lightfm", epoch=epoch, cpu_s=cpu, wall_s=wall,
                              samples_per_cpu_s=n / cpu, n_updates=None))
@@ -209,6 +210,8 @@ def parse_args(argv):
     parser.add_argument("--components", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--max-sampled", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for both (recspark num_threads, LightFM num_threads); 1: one core each")
     parser.add_argument("--n-users", type=int, default=50_000)
     parser.add_argument("--n-items", type=int, default=20_000)
     parser.add_argument("--n-interactions", type=int, default=2_200_000,

@@ -113,7 +113,8 @@ class SearchData:
 
 #: ``checkpoint(epoch, scorer)``: called every ``every`` epochs during a WARP fit; raising aborts the fit.
 Checkpoint = Callable[[int, Scorer], None]
-#: ``interrupt(epoch)``: called after every WARP epoch, before any checkpoint; raising aborts the fit.
+#: ``interrupt(epoch)``: called after every WARP epoch whose model is at hand (with one shard, the last of each
+#: run of epochs trained in one task), before any checkpoint; raising aborts the fit.
 Interrupt = Callable[[int], None]
 
 
@@ -151,13 +152,14 @@ def fitted(conf: TrainConfig, model: str, train: DataFrame, data: SearchData, re
     last: list[WarpState] = []
 
     def on_epoch(epoch: int, stats: dict[str, float], state: WarpState | None) -> None:
-        if state is not None:
-            last[:] = [state]
+        if state is None:  # inside a one-shard run of epochs: the model arrives at its end
+            return
+        last[:] = [state]
         if epoch >= conf.warp.epochs:  # the fit is done: the caller scores the final model
             return
         if interrupt is not None:
             interrupt(epoch)
-        if checkpoint is not None and every and epoch % every == 0 and state is not None:
+        if checkpoint is not None and every and epoch % every == 0:
             reps, biases = state.item_representations()
             partial = FactorScorer(reps, state.user_factors(spark), item_bias=biases)
             try:

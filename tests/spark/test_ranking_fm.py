@@ -41,6 +41,23 @@ def test_factors_carry_original_ids(model, likes):
     assert len(users["features"].iloc[0]) == 8 and "bias" in items.columns
 
 
+@pytest.mark.parametrize("loss", ["warp-kos", "bpr", "logistic"])
+def test_every_lightfm_loss_trains_through_the_estimator(likes, loss):
+    """k-OS, BPR and logistic (labels from the weight's sign: the other group's items get weight -1)."""
+    data = likes
+    if loss == "logistic":
+        users, items = likes.select("user").distinct(), likes.select("item").distinct()
+        other_group = (F.substring("user", 1, 1) == "a") != (F.substring("item", 1, 1) == "x")
+        dislikes = users.crossJoin(items).where(other_group).withColumn("plays", F.lit(-1.0))
+        data = likes.unionByName(dislikes)
+    fitted = RankingFM(userCol="user", itemCol="item", weightCol="plays", loss=loss, k=2, n=4, noComponents=8,
+                       maxIter=15 if loss != "warp-kos" else 60, learningRate=0.1).fit(data)
+    assert fitted.getOrDefault("loss") == loss
+    recs = fitted.recommendForAllUsers(3).toPandas().set_index("user")["recommendations"]
+    in_group = [all(r["item"][0] == ("x" if u.startswith("a") else "y") for r in recs[u]) for u in recs.index]
+    assert np.mean(in_group) > 0.9, loss
+
+
 def test_recommendations_follow_the_taste_groups(model):
     recs = model.recommendForAllUsers(5).toPandas()
     assert len(recs) == 60

@@ -125,7 +125,7 @@ def test_nightly_warm_start_carries_user_feature_rows_by_name(spark, cold_users,
 
 def test_stratified_strategy_refuses_user_features(spark, cold_users):
     train, _, user_map, item_map, features, _ = cold_users
-    trainer = WarpTrainer(spark, RankingFM().kernel_params(400), TrainerParams(no_components=4, epochs=1,
+    trainer = WarpTrainer(spark, RankingFM().kernel_params(), TrainerParams(no_components=4, epochs=1,
                                                                                strategy="stratified"))
     with pytest.raises(ConfigError, match="no user features"):
         trainer.fit(train, map_size(user_map), map_size(item_map), user_features=features)
