@@ -49,3 +49,13 @@ def test_a_second_application_reuses_the_kernel_compiled_by_the_first(tmp_path):
     assert first["misses"] == 1 and first["hits"] == 0  # compiled, and written to the cache
     assert second["hits"] == 1 and second["misses"] == 0  # loaded, not compiled again
     assert list((cache / "recspark-zip").glob("recspark_models_warp_kernel.py/*.nbi"))
+
+
+def test_without_numba_cache_dir_the_cache_is_numbas_user_folder(monkeypatch, tmp_path):
+    from recspark.models.warp.jit import StableZipLocator
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    found = [StableZipLocator(_probe, f"/tmp/spark-{app}/userFiles/recspark.zip/recspark/models/warp/kernel.py")
+             .get_cache_path() for app in ("a1", "b2")]
+    assert found[0] == found[1] == str(tmp_path / "numba" / "recspark-zip" / "recspark_models_warp_kernel.py")

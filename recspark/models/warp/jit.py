@@ -31,7 +31,7 @@ class StableZipLocator(ZipCacheLocator):
 
     def __init__(self, py_func, py_file):
         super().__init__(py_func, py_file)
-        root = os.environ.get("NUMBA_CACHE_DIR") or os.path.dirname(os.path.dirname(self._cache_path))
+        root = os.environ.get("NUMBA_CACHE_DIR") or os.path.dirname(self._cache_path)  # numba's user cache dir
         self._cache_path = os.path.join(root, "recspark-zip", self._internal_path.replace("/", "_"))
 
     @classmethod
