@@ -724,7 +724,8 @@ class WarpTrainer:
             # One shard needs no merging between epochs: its task trains every epoch up to the next point
             # where the caller wants the state (state_every), a checkpoint or the end. Several shards merge
             # their item deltas every round.
-            stop = epoch + 1 if n_shards > 1 else _next_stop(epoch, last_epoch, state_every, p.checkpoint_interval)
+            stop = (epoch + 1 if n_shards > 1 else
+                    _next_stop(epoch, last_epoch, state_every, p.checkpoint_interval if sc.getCheckpointDir() else 0))
             steps = [(e, r) for e in range(epoch, stop) for r in range(rounds)]
             jobs = [steps] if n_shards == 1 else [[step] for step in steps]
             start = time.perf_counter()
@@ -849,10 +850,15 @@ class WarpTrainer:
 def _next_stop(epoch: int, last_epoch: int, state_every: int, checkpoint_interval: int) -> int:
     """The first epoch count after ``epoch`` at which a single-shard fit hands its state back to the driver.
 
+    ``checkpoint_interval`` 0 means no checkpoints (no checkpoint directory set).
+
     >>> _next_stop(0, 10, 0, 5), _next_stop(5, 10, 0, 5), _next_stop(0, 10, 2, 5), _next_stop(4, 10, 3, 5)
     (5, 10, 2, 5)
+    >>> _next_stop(0, 10, 0, 0)
+    10
     """
     stop = epoch + 1
-    while stop < last_epoch and stop % checkpoint_interval and not (state_every and stop % state_every == 0):
+    while (stop < last_epoch and not (checkpoint_interval and stop % checkpoint_interval == 0)
+           and not (state_every and stop % state_every == 0)):
         stop += 1
     return stop
