@@ -766,26 +766,13 @@ def _run(loss, order, users, items, weights, by_user, group_users, group_ptr,
         _rep(pr, i, i_ident, i_ptr, i_ind, i_dat, it, k, i_s)
         s_pos = _dot(ur, pr, k) + ur[k] + pr[k]
 
+        neg = -1  # stays -1 for logistic: one labelled item, no negative
         if loss == _LOGISTIC:
             y = _ONE if w > 0 else _ZERO
             aw = abs(w)
             coef = aw * (_ONE / (_ONE + np.float32(math.exp(-s_pos))) - y)
             counters[3] += aw * (_softplus(s_pos) - y * s_pos)
-            for c in range(k):
-                u_dir[c] = ur[c]
-                i_dir[c] = pr[c]
-            u_dir[k] = _ONE
-            i_dir[k] = _ONE
-            lr_i, n_i = _update_row(i, i_ident, i_ptr, i_ind, i_dat, it, k, coef,
-                                    u_dir, i_acc_scale, i_feature_alpha, item_alpha, adagrad, lr, rho, eps,
-                                    feature_updates, True)
-            lr_u, n_u = _update_row(u, u_ident, u_ptr, u_ind, u_dat, ut, k, coef,
-                                    i_dir, u_acc_scale, u_feature_alpha, user_alpha, adagrad, lr, rho, eps,
-                                    feature_updates, False)
-            counters[1] += 1
-            lr_sum, n_inc = lr_i + lr_u, n_i + n_u
         else:
-            neg = -1
             s_neg = _ZERO
             if loss == _BPR:
                 while True:
@@ -821,22 +808,26 @@ def _run(loss, order, users, items, weights, by_user, group_users, group_ptr,
                 rank_weight = min(np.float32(math.log(max(1, (n_rank_items - 1) // draws))), _MAX_LOSS32)
                 coef = w * rank_weight
                 counters[3] += coef * (_ONE - s_pos + s_neg)
-            for c in range(k):
-                u_dir[c] = ur[c]
-                i_dir[c] = nr[c] - pr[c]
-            u_dir[k] = _ONE
-            i_dir[k] = _ONE
-            lr_p, n_p = _update_row(i, i_ident, i_ptr, i_ind, i_dat, it, k, -coef,
+        # LightFM's (warp_)update: the item(s) along [user rep | 1]; the user along [neg rep - pos rep | 1]
+        # for a pair (the positive item takes -coef), along [item rep | 1] for a labelled item.
+        for c in range(k):
+            u_dir[c] = ur[c]
+            i_dir[c] = pr[c] if neg < 0 else nr[c] - pr[c]
+        u_dir[k] = _ONE
+        i_dir[k] = _ONE
+        lr_sum, n_inc = _update_row(i, i_ident, i_ptr, i_ind, i_dat, it, k, coef if neg < 0 else -coef,
                                     u_dir, i_acc_scale, i_feature_alpha, item_alpha, adagrad, lr, rho, eps,
                                     feature_updates, True)
+        if neg >= 0:
             lr_n, n_n = _update_row(neg, i_ident, i_ptr, i_ind, i_dat, it, k, coef,
                                     u_dir, i_acc_scale, i_feature_alpha, item_alpha, adagrad, lr, rho, eps,
                                     feature_updates, True)
-            lr_u, n_u = _update_row(u, u_ident, u_ptr, u_ind, u_dat, ut, k, coef,
-                                    i_dir, u_acc_scale, u_feature_alpha, user_alpha, adagrad, lr, rho, eps,
-                                    feature_updates, False)
-            counters[1] += 1
-            lr_sum, n_inc = lr_p + lr_n + lr_u, n_p + n_n + n_u
+            lr_sum, n_inc = lr_sum + lr_n, n_inc + n_n
+        lr_u, n_u = _update_row(u, u_ident, u_ptr, u_ind, u_dat, ut, k, coef,
+                                i_dir, u_acc_scale, u_feature_alpha, user_alpha, adagrad, lr, rho, eps,
+                                feature_updates, False)
+        counters[1] += 1
+        lr_sum, n_inc = lr_sum + lr_u, n_inc + n_u
         if regularised and n_inc > 0:
             avg = lr_sum / ((k + 1) * n_inc)
             scales[0] *= 1.0 + user_alpha * avg
