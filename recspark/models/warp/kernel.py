@@ -424,7 +424,7 @@ def fit_epoch(
              np.float32(params.epsilon), np.float32(params.user_alpha), np.float32(params.item_alpha),
              params.max_sampled, params.k, params.n, n_items_total or imap.n_rows,
              u_scale, i_scale, u_alpha, i_alpha, scales, state, counters, updates,
-             regularised and params.num_threads == 1)
+             regularised and threads == 1)  # with threads, the rescale waits for a segment end
 
     threads = min(params.num_threads, max(order.size, 1))
     states = [np.array([(seed + t * THREAD_STRIDE) % 2**64], dtype=np.uint64) for t in range(threads)]

@@ -196,7 +196,7 @@ class SharedDelta:
     n_updates: int = 0
     loss_sum: float = 0.0
     kernel_seconds: float = 0.0  # summed over shards: epoch time minus this is Spark's share
-    # A task that trains several epochs (one shard) reports each: epoch -> [samples, updates, loss, kernel s].
+    # Per epoch the task trained (several for one shard): epoch -> [samples, updates, loss, kernel s].
     epochs: dict[int, list[float]] = field(default_factory=dict)
 
     def __iadd__(self, other: SharedDelta) -> SharedDelta:
@@ -206,10 +206,15 @@ class SharedDelta:
         self.n_updates += other.n_updates
         self.loss_sum += other.loss_sum
         self.kernel_seconds += other.kernel_seconds
-        for epoch, values in other.epochs.items():
-            mine = self.epochs.setdefault(epoch, [0.0] * len(values))
-            mine[:] = [a + b for a, b in zip(mine, values)]
+        _add_epoch_stats(self.epochs, other.epochs)
         return self
+
+
+def _add_epoch_stats(into: dict[int, list[float]], other: dict[int, list[float]]) -> None:
+    """Sum ``SharedDelta.epochs`` entries (per epoch: samples, updates, loss, kernel seconds) into ``into``."""
+    for epoch, values in other.items():
+        mine = into.setdefault(epoch, [0.0] * len(values))
+        mine[:] = [a + b for a, b in zip(mine, values)]
 
 
 def _merge_deltas(acc: SharedDelta | None, other: SharedDelta | None) -> SharedDelta | None:
@@ -265,7 +270,6 @@ def run_shard_steps(shard_id: int, data: ShardData, user_side: SideParams, item_
     for epoch, sync_round in steps:
         user_side, delta = run_shard_epoch(shard_id, data, user_side, items, epoch=epoch, sync_round=sync_round,
                                            user_shared=shared, **kwargs)
-        delta.epochs = {epoch: [delta.n_samples, delta.n_updates, delta.loss_sum, delta.kernel_seconds]}
         if len(steps) > 1:
             items, shared = apply_delta(items, shared, delta)
         total = _merge_deltas(total, delta)
@@ -388,7 +392,9 @@ def run_shard_epoch(
         arrays.update({f"user_{name}": change for name, change in
                        _shared_change(user_shared.to_dict(), shared_after, n_shards).items()})
         users = users.rows(0, n_own)
-    return users, SharedDelta(arrays, n_samples, n_updates, loss_sum, time.process_time() - started)
+    seconds = time.process_time() - started
+    return users, SharedDelta(arrays, n_samples, n_updates, loss_sum, seconds,
+                              {epoch: [n_samples, n_updates, loss_sum, seconds]})
 
 
 def _shared_change(before: dict[str, np.ndarray], after: dict[str, np.ndarray], n_shards: int) -> dict[str, np.ndarray]:
@@ -755,9 +761,8 @@ class WarpTrainer:
                         bc.destroy()
                     broadcasts = []
                 item_side, user_shared = apply_delta(item_side, user_shared, delta)
-                for e, values in (delta.epochs.items() if delta is not None else ()):
-                    mine = per_epoch.setdefault(e, [0.0] * len(values))
-                    mine[:] = [a + b for a, b in zip(mine, values)]
+                if delta is not None:
+                    _add_epoch_stats(per_epoch, delta.epochs)
             seconds = (time.perf_counter() - start) / (stop - epoch)  # a multi-epoch task's wall time, shared
             for e in range(epoch, stop):
                 n_samples, n_updates, loss_sum, kernel_seconds = per_epoch.get(e, [0.0] * 4)
