@@ -78,6 +78,7 @@ This module never imports pyspark.
 from __future__ import annotations
 
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -200,12 +201,17 @@ class EpochStats:
     item_feature_updates : np.ndarray of int64, shape [n_item_features]
         How many (sample, feature) gradient contributions each item feature
         received; the trainer weights shard deltas by it.
+    cpu_seconds : float
+        CPU time of the compiled pass, summed over its threads (per-thread
+        clocks, so passes running side by side in one process do not count
+        each other's time).
     """
 
     n_samples: int = 0
     n_updates: int = 0
     n_skipped: int = 0
     loss_sum: float = 0.0
+    cpu_seconds: float = 0.0
     item_feature_updates: npt.NDArray[np.int64] = field(
         default_factory=lambda: np.zeros(0, dtype=np.int64)
     )
@@ -416,6 +422,7 @@ def fit_epoch(
     regularised = params.user_alpha > 0 or params.item_alpha > 0
 
     def run(lo: int, hi: int, state: np.ndarray, counters: np.ndarray, updates: np.ndarray) -> None:
+        started = time.thread_time()
         _run(_LOSS_CODES[params.loss], order[lo:hi], users, items, weights, by_user, group_users, group_ptr,
              umap.identity, umap.indptr, umap.indices, umap.data,
              imap.identity, imap.indptr, imap.indices, imap.data,
@@ -425,10 +432,11 @@ def fit_epoch(
              params.max_sampled, params.k, params.n, n_items_total or imap.n_rows,
              u_scale, i_scale, u_alpha, i_alpha, scales, state, counters, updates,
              regularised and threads == 1)  # with threads, the rescale waits for a segment end
+        counters[4] += time.thread_time() - started
 
     threads = min(params.num_threads, max(order.size, 1))
     states = [np.array([(seed + t * THREAD_STRIDE) % 2**64], dtype=np.uint64) for t in range(threads)]
-    counters = [np.zeros(4, dtype=np.float64) for _ in range(threads)]  # samples, updates, skipped, loss
+    counters = [np.zeros(5, dtype=np.float64) for _ in range(threads)]  # samples, updates, skipped, loss, CPU s
     updates = [stats.item_feature_updates] + [np.zeros_like(stats.item_feature_updates) for _ in range(threads - 1)]
     if threads == 1:
         run(0, order.size, states[0], counters[0], updates[0])
@@ -451,7 +459,7 @@ def fit_epoch(
     _unpack(item_table, item_side)
     total = np.sum(counters, axis=0)
     stats.n_samples, stats.n_updates, stats.n_skipped = (int(x) for x in total[:3])
-    stats.loss_sum = float(total[3])
+    stats.loss_sum, stats.cpu_seconds = float(total[3]), float(total[4])
     check_finite(user_side, "user")
     check_finite(item_side, "item")
     return stats
