@@ -20,11 +20,14 @@ from recspark.models.warp.kernel import KernelParams
 from recspark.models.warp.state import SideParams
 from recspark.models.warp.trainer import (
     ShardData,
+    SharedDelta,
     TrainerParams,
     WarpTrainer,
     from_chunks,
     item_block,
     run_shard_epoch,
+    sum_deltas,
+    sum_deltas_rdd,
     to_chunks,
 )
 
@@ -124,6 +127,37 @@ def test_same_seed_gives_identical_factors(spark, planted):
     ub = b.user_factors(spark).toPandas().sort_values(USER_IDX)
     np.testing.assert_array_equal(np.stack(ua["features"]), np.stack(ub["features"]))
     assert not np.array_equal(a.item_side.embeddings, c.item_side.embeddings)
+
+
+@pytest.mark.parametrize("strategy", ["hogwild", "stratified"])
+def test_shards_give_the_same_bits_in_one_task_or_one_task_each(spark, planted, strategy):
+    """How shards are dealt to tasks (threads of one task locally, tasks on a cluster) never changes the model."""
+    params = {"n_shards": 3, "epochs": 2, "seed": 5, "strategy": strategy, "syncs_per_epoch": 2}
+    fits = [fit(spark, planted, n_tasks=n_tasks, **params) for n_tasks in (1, 2)]
+    users = [state.user_factors(spark).toPandas().sort_values(USER_IDX) for state in fits]
+    for state, factors in zip(fits[1:], users[1:]):
+        np.testing.assert_array_equal(state.item_side.embeddings, fits[0].item_side.embeddings)
+        np.testing.assert_array_equal(state.item_side.emb_accum, fits[0].item_side.emb_accum)
+        np.testing.assert_array_equal(np.stack(factors["features"]), np.stack(users[0]["features"]))
+    assert [h["epoch"] for h in fits[0].history] == [1.0, 2.0]
+    assert all(h["kernel_cpu_seconds"] > 0 and h["updates"] > 0 for h in fits[0].history)
+
+
+def test_shard_deltas_sum_to_the_same_bits_however_they_are_partitioned(spark):
+    rng = np.random.default_rng(3)
+    values = {k: rng.normal(size=1000).astype(np.float32) * 10.0 ** rng.integers(-6, 3) for k in range(11)}
+
+    def records():
+        return [(k, SharedDelta({"embeddings": v.copy()}, epochs={0: [1.0, 1.0, 0.5, 0.1]})) for k, v in values.items()]
+
+    local = sum_deltas(records()[::-1], 11)
+    for slices in (1, 3, 7):
+        shuffled = [records()[i] for i in rng.permutation(11)]
+        distributed = sum_deltas_rdd(spark.sparkContext.parallelize(shuffled, slices), 11)
+        np.testing.assert_array_equal(distributed.arrays["embeddings"], local.arrays["embeddings"])
+        assert distributed.epochs == {0: [11.0, 11.0, 5.5, pytest.approx(1.1)]}
+    np.testing.assert_allclose(local.arrays["embeddings"], np.sum(list(values.values()), axis=0), rtol=1e-4,
+                               atol=1e-6)
 
 
 def test_shard_function_is_deterministic_and_leaves_inputs_untouched():

@@ -1,20 +1,25 @@
 """Spark side of the WARP/BPR trainer: Hogwild across user shards.
 
 Interactions are sharded by user (``shard = user_idx mod n_shards``), so a
-user's parameters live in exactly one shard for the whole fit. Each epoch:
+user's parameters live in exactly one shard for the whole fit. Shard k lives
+in Spark partition ``k mod n_tasks``; a task trains the shards it holds in
+parallel threads (the compiled kernel releases the GIL). Each round:
 
 1. the driver broadcasts the item-side parameters (embeddings, biases,
    optimiser accumulators) — O(item features x components);
 2. every shard runs the compiled kernel over its interactions (``mapPartitions``),
    updating its users in place and a private copy of the item side;
-3. the shards' item-side *deltas* are summed by ``treeAggregate`` and applied
-   on the driver.
+3. the shards' item-side *deltas* are summed over a fixed tree keyed by shard
+   id (:func:`sum_deltas_rdd`) — the same float additions in the same order
+   however the shards are laid out in tasks — and applied on the driver.
 
-With one shard (small data) nothing needs merging, so one Spark task trains
-every epoch up to the next point where the driver needs the model (an
-evaluation, a checkpoint, the end): a Spark round costs a few tenths of a
-second, about what the compiled kernel needs for a whole epoch of
-MovieLens 100k.
+Locally (``local[...]`` masters) one task holds every shard by default, so
+nothing crosses a process boundary between rounds and that task runs every
+round up to the next point where the driver needs the model (an evaluation,
+a checkpoint, the end): a Spark round costs a few tenths of a second, about
+what the compiled kernel needs for a whole epoch of MovieLens 100k. On a
+cluster every shard gets its own task (``n_tasks = n_shards``) so the shards
+spread over executors; the result is bit-identical either way.
 
 ``strategy="hogwild"`` (the default) lets every shard update every item;
 each shard's item accumulators anticipate the other shards' gradients so the
@@ -43,6 +48,7 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -80,6 +86,21 @@ def default_shards(n_rows: int, parallelism: int) -> int:
     return max(1, min(parallelism, n_rows // MIN_ROWS_PER_SHARD))
 
 
+def default_tasks(n_shards: int, master: str) -> int:
+    """Spark tasks the shards run in when not set: one with a local master, else one per shard.
+
+    On one machine one task runs every shard in its own thread and merges
+    them itself, so the epochs between two hand-backs to the driver cost no
+    Spark round (a round costs ~1 s: scheduling, the broadcast, the shard
+    states' trip through the block manager). On a cluster each shard is a
+    task, so the shards spread over the executors.
+
+    >>> default_tasks(2, "local[2]"), default_tasks(4, "spark://host:7077"), default_tasks(2, "local-cluster[2,1,1024]")
+    (1, 4, 2)
+    """
+    return 1 if master == "local" or master.startswith("local[") else n_shards
+
+
 #: Largest piece of a shard's pickled state stored as one Spark record. The JVM holds a record as one
 #: byte array: a shard of 10M interactions with its users pickles to ~0.7 GB, more than a small heap
 #: can allocate or spill (the 10M-row run with a 2g driver died in WARP), and 2 GB is a hard limit.
@@ -110,6 +131,8 @@ class TrainerParams:
     # deltas are summed (``syncs_per_epoch`` rounds, item accumulators scaled
     # by the shard count to curb overshoot).
     strategy: Literal["stratified", "hogwild"] = "hogwild"
+    # Spark tasks the shards are dealt to (shard k to task k mod n_tasks); None: default_tasks.
+    n_tasks: int | None = None
     # Largest Spark record of a shard's state (pickled pieces; see STATE_CHUNK_BYTES).
     state_chunk_bytes: int = STATE_CHUNK_BYTES
 
@@ -118,8 +141,9 @@ class TrainerParams:
                     for name in ("no_components", "epochs", "local_passes", "syncs_per_epoch", "checkpoint_interval",
                                  "state_chunk_bytes")
                     if getattr(self, name) < 1]
-        if self.n_shards is not None and self.n_shards < 1:
-            problems.append(f"n_shards must be >= 1 (or None), got {self.n_shards}")
+        for name in ("n_shards", "n_tasks"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1 (or None), got {getattr(self, name)}")
         if self.strategy not in ("stratified", "hogwild"):
             problems.append(f"strategy must be 'stratified' or 'hogwild', got {self.strategy!r}")
         if problems:
@@ -185,7 +209,7 @@ class ShardData:
 
 @dataclass
 class SharedDelta:
-    """A shard's change to the parameters all shards share, summed across shards by ``treeAggregate``.
+    """A shard's change to the parameters all shards share, summed across shards by :func:`sum_deltas`.
 
     ``arrays`` holds the item side's arrays by name and, with user side
     features, the shared user features' arrays prefixed ``user_``.
@@ -196,10 +220,15 @@ class SharedDelta:
     n_updates: int = 0
     loss_sum: float = 0.0
     kernel_seconds: float = 0.0  # summed over shards: epoch time minus this is Spark's share
-    # Per epoch the task trained (several for one shard): epoch -> [samples, updates, loss, kernel s].
+    # Per epoch the task trained (several in a one-task fit): epoch -> [samples, updates, loss, kernel s].
     epochs: dict[int, list[float]] = field(default_factory=dict)
+    # The arrays are the shared parameters themselves, not a change: a task that held every shard and
+    # trained several steps (see run_shard_steps). Never summed: there is only one such task.
+    absolute: bool = False
 
     def __iadd__(self, other: SharedDelta) -> SharedDelta:
+        if self.absolute or other.absolute:
+            raise ValueError("shared parameters from a task that trained every shard cannot be summed")
         for name, value in other.arrays.items():
             self.arrays[name] += value
         self.n_samples += other.n_samples
@@ -226,60 +255,127 @@ def _merge_deltas(acc: SharedDelta | None, other: SharedDelta | None) -> SharedD
     return acc
 
 
-def _leading_deltas(records: Iterator[tuple[int, Any]]) -> Iterator[SharedDelta]:
-    """The deltas at the head of a round's output partition, without touching the shard states behind them.
+#: Shard deltas are summed in a fixed tree over shard ids: groups of this many consecutive keys, left to
+#: right, then groups of those. The tree depends on the shard ids alone, never on which task or reducer
+#: held a delta or when it arrived, so the sum has the same bits in one task, one task per shard, or any
+#: cluster. It also bounds how many item-sized deltas one process holds at once.
+DELTA_FAN_IN = 4
+
+
+def _fold(records: Iterable[tuple[int, SharedDelta]]) -> SharedDelta | None:
+    total = None
+    for _, delta in sorted(records, key=lambda kv: kv[0]):
+        total = _merge_deltas(total, delta)
+    return total
+
+
+def _tree_levels(n_keys: int) -> int:
+    levels = 0
+    while n_keys > DELTA_FAN_IN:
+        n_keys, levels = -(-n_keys // DELTA_FAN_IN), levels + 1
+    return levels
+
+
+def sum_deltas(records: list[tuple[int, SharedDelta]], n_keys: int) -> SharedDelta | None:
+    """The sum of ``(shard_id, delta)`` records (shard ids below ``n_keys``) in the tree of :data:`DELTA_FAN_IN`."""
+    for _ in range(_tree_levels(n_keys)):
+        groups: dict[int, list[tuple[int, SharedDelta]]] = collections.defaultdict(list)
+        for key, delta in records:
+            groups[key // DELTA_FAN_IN].append((key, delta))
+        records = [(group, _fold(members)) for group, members in groups.items()]
+    return _fold(records)
+
+
+def sum_deltas_rdd(records: RDD, n_keys: int) -> SharedDelta | None:
+    """:func:`sum_deltas` of an RDD of ``(shard_id, delta)``: each tree level a shuffle, the root on the driver."""
+    if records.getNumPartitions() == 1:
+        return sum_deltas(records.collect(), n_keys)
+    for _ in range(_tree_levels(n_keys)):
+        n_keys = -(-n_keys // DELTA_FAN_IN)
+        records = (records.map(lambda kv: (kv[0] // DELTA_FAN_IN, kv)).groupByKey(n_keys)
+                   .map(lambda group: (group[0], _fold(group[1]))))
+    return _fold(records.collect())
+
+
+def _leading_deltas(records: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, SharedDelta]]:
+    """The ``(shard_id, delta)`` records at the head of a round's output partition, without touching the shard
+    states behind them.
 
     The rest of the partition is still drained: a Python worker that leaves
     input unread is not reused, and forking a fresh one costs more per round
     than reading the states.
     """
-    for _, record in records:
+    for key, record in records:
         if not isinstance(record, SharedDelta):
             collections.deque(records, maxlen=0)
             return
-        yield record
+        yield key, record
 
 
 def apply_delta(item_side: SideParams, user_shared: SideParams | None,
                 delta: SharedDelta | None) -> tuple[SideParams, SideParams | None]:
-    """The shared parameters after a round: the summed shard deltas added (new objects; inputs untouched)."""
+    """The shared parameters after a round: the summed shard deltas added, or the task's own result when
+    ``delta.absolute`` (new objects; inputs untouched)."""
     if delta is None:
         return item_side, user_shared
-    merged = item_side.to_dict()
-    new_side = SideParams.from_dict({name: merged[name] + delta.arrays[name] for name in merged})
+
+    def updated(side: SideParams, prefix: str) -> SideParams:
+        old = side.to_dict()
+        return SideParams.from_dict({name: (delta.arrays[prefix + name].copy() if delta.absolute
+                                            else old[name] + delta.arrays[prefix + name]) for name in old})
+
+    new_side = updated(item_side, "")
     check_finite(new_side, "item")
     if user_shared is not None:
-        merged = user_shared.to_dict()
-        user_shared = SideParams.from_dict({name: merged[name] + delta.arrays[f"user_{name}"]
-                                            for name in merged})
+        user_shared = updated(user_shared, "user_")
         check_finite(user_shared, "user")
     return new_side, user_shared
 
 
-def run_shard_steps(shard_id: int, data: ShardData, user_side: SideParams, item_side: SideParams,
+def run_shard_steps(shards: list[tuple[int, ShardData, SideParams]], item_side: SideParams,
                     user_shared: SideParams | None, steps: list[tuple[int, int]], **kwargs: Any,
-                    ) -> tuple[SideParams, SharedDelta]:
-    """Several ``(epoch, sync_round)`` steps of one shard in one task: the users and the total shared delta.
+                    ) -> tuple[list[SideParams], list[tuple[int, SharedDelta]]]:
+    """Train one task's shards for the ``(epoch, sync_round)`` steps: their users and ``(shard_id, delta)`` records.
 
-    Only for a single shard, whose delta after a step *is* the change of the
-    shared parameters: the next step trains on them directly, so the driver
-    sees one Spark job for all the steps instead of a broadcast and an
-    aggregate per epoch. With one step this is :func:`run_shard_epoch`.
+    In each step the shards train side by side in threads (the compiled
+    kernel releases the GIL), each on its own copy of the shared parameters.
+    With one step the records are each shard's delta, summed by the driver
+    (:func:`sum_deltas_rdd`). Several steps happen only when the task holds
+    every shard (nothing to merge with other tasks): the task sums each
+    step's deltas in the same tree (:func:`sum_deltas`), so the bits are those
+    of one task per shard, applies them itself and returns one record with
+    the final shared parameters (:attr:`SharedDelta.absolute`); the driver
+    then sees one Spark job for all the steps instead of a broadcast and an
+    aggregate per epoch.
     """
-    items, shared, total = item_side, user_shared, None
-    for epoch, sync_round in steps:
-        user_side, delta = run_shard_epoch(shard_id, data, user_side, items, epoch=epoch, sync_round=sync_round,
-                                           user_shared=shared, **kwargs)
-        if len(steps) > 1:
-            items, shared = apply_delta(items, shared, delta)
-        total = _merge_deltas(total, delta)
-    if len(steps) > 1 and total is not None:  # the exact change (not a sum of rounded steps)
-        before, after = item_side.to_dict(), items.to_dict()
-        total.arrays = {name: after[name] - before[name] for name in before}
-        if user_shared is not None:
-            before, after = user_shared.to_dict(), shared.to_dict()
-            total.arrays.update({f"user_{name}": after[name] - before[name] for name in before})
-    return user_side, total
+    users = [side for _, _, side in shards]
+    items, shared = item_side, user_shared
+    records: list[tuple[int, SharedDelta]] = []
+    epochs: dict[int, list[float]] = {}
+    n_keys = kwargs.get("n_shards", 1)
+
+    def train(k: int, epoch: int, sync_round: int) -> tuple[SideParams, SharedDelta]:
+        shard_id, data, _ = shards[k]
+        return run_shard_epoch(shard_id, data, users[k], items, epoch=epoch, sync_round=sync_round,
+                               user_shared=shared, **kwargs)
+
+    with ThreadPoolExecutor(len(shards)) as pool:
+        for epoch, sync_round in steps:
+            results = list(pool.map(lambda k: train(k, epoch, sync_round), range(len(shards))))
+            users = [side for side, _ in results]
+            records = [(shard_id, delta) for (shard_id, _, _), (_, delta) in zip(shards, results)]
+            if len(steps) > 1:
+                for _, delta in records:
+                    _add_epoch_stats(epochs, delta.epochs)
+                items, shared = apply_delta(items, shared, sum_deltas(records, n_keys))
+    if len(steps) == 1:
+        return users, records
+    arrays = items.to_dict()
+    if shared is not None:
+        arrays.update({f"user_{name}": value for name, value in shared.to_dict().items()})
+    totals = [sum(values[i] for values in epochs.values()) for i in range(4)]
+    return users, [(0, SharedDelta(arrays, int(totals[0]), int(totals[1]), *totals[2:], epochs=epochs,
+                                   absolute=True))]
 
 
 def rounds_per_epoch(params: TrainerParams, n_shards: int) -> int:
@@ -373,13 +469,14 @@ def run_shard_epoch(
         items = item_side.copy()
         block_items, block_features = None, item_features
         fit_kwargs = {"item_accum_scale": n_shards, "item_feature_alpha": item_feature_alpha, **user_kwargs}
-    started = time.process_time()
+    seconds = 0.0
     for _ in range(params.local_passes):
         stats = fit_epoch(users, items, features, block_features, rows, items_idx, weights, positives, kernel, rng,
                           **fit_kwargs)
         n_samples += stats.n_samples
         n_updates += stats.n_updates
         loss_sum += stats.loss_sum
+        seconds += stats.cpu_seconds
     after = items.to_dict()
     if block_items is not None:
         arrays = {name: np.zeros_like(before[name]) for name in before}
@@ -392,7 +489,6 @@ def run_shard_epoch(
         arrays.update({f"user_{name}": change for name, change in
                        _shared_change(user_shared.to_dict(), shared_after, n_shards).items()})
         users = users.rows(0, n_own)
-    seconds = time.process_time() - started
     return users, SharedDelta(arrays, n_samples, n_updates, loss_sum, seconds,
                               {epoch: [n_samples, n_updates, loss_sum, seconds]})
 
@@ -594,12 +690,14 @@ def _user_blocks(records: Iterable[tuple[int, StateChunk]]) -> Iterator[tuple[in
 # --------------------------------------------------------------------------- driver
 
 
-def _shard_rdd(train: DataFrame, n_shards: int, n_items: int, chunk_bytes: int,
+def _shard_rdd(train: DataFrame, n_shards: int, n_tasks: int, n_items: int, chunk_bytes: int,
                user_features: FeatureMatrix | None = None) -> RDD:
-    """``ShardData`` as :func:`to_chunks` records, shard ``k`` in partition ``k``; built with Arrow, not row by row.
+    """``ShardData`` as :func:`to_chunks` records, shard ``k`` in partition ``k mod n_tasks``; built with Arrow.
 
     User feature entries travel in the same shuffle as the interactions
     (``kind`` 1), so each shard gets its users' feature rows without a join.
+    With one task there is nothing to shuffle: one task reads every
+    partition and packs all the shards.
     """
     # Plain values only: the closure below is shipped to executors (no DataFrame in it).
     with_features = user_features is not None
@@ -635,11 +733,10 @@ def _shard_rdd(train: DataFrame, n_shards: int, n_items: int, chunk_bytes: int,
         rows = rows.unionByName(user_features.entries.select(
             F.col("row").cast("int").alias(USER_IDX), F.col("col").cast("int").alias(ITEM_IDX),
             F.col(VALUE).cast("float").alias(WEIGHT), F.lit(1).alias("kind")))
-    sharded = (rows.withColumn("shard", F.pmod(F.col(USER_IDX), F.lit(n_shards)).cast("int"))
-               .repartition(n_shards, "shard"))
-    packed = sharded.mapInArrow(pack, schema)
-    return packed.rdd.map(lambda r: (r.shard, StateChunk(r.part, r.n_parts, r.payload))) \
-        .partitionBy(n_shards, lambda k: k)
+    sharded = rows.withColumn("shard", F.pmod(F.col(USER_IDX), F.lit(n_shards)).cast("int"))
+    sharded = sharded.coalesce(1) if n_tasks == 1 else sharded.repartition(n_shards, "shard")
+    chunks = sharded.mapInArrow(pack, schema).rdd.map(lambda r: (r.shard, StateChunk(r.part, r.n_parts, r.payload)))
+    return chunks if n_tasks == 1 else chunks.partitionBy(n_tasks, lambda k: k % n_tasks)
 
 
 def _is_identity(features: sp.csr_matrix) -> bool:
@@ -689,6 +786,7 @@ class WarpTrainer:
         sc = self.spark.sparkContext
         p, kernel = self.params, self.kernel
         n_shards = p.n_shards or default_shards(train.count(), sc.defaultParallelism)
+        n_tasks = min(p.n_tasks or default_tasks(n_shards, sc.master), n_shards)
         if item_features is None:
             item_features = init.item_features if init else sp.identity(n_items, dtype=np.float32, format="csr")
         item_features = sp.csr_matrix(item_features, dtype=np.float32)
@@ -697,7 +795,7 @@ class WarpTrainer:
         if p.strategy == "stratified" and (not _is_identity(item_features) or user_features is not None):
             raise ConfigError("strategy='stratified' needs identity item features and no user features (side "
                               "features are shared across blocks and shards); use strategy='hogwild'")
-        shards = _shard_rdd(train, n_shards, n_items, p.state_chunk_bytes, user_features)
+        shards = _shard_rdd(train, n_shards, n_tasks, n_items, p.state_chunk_bytes, user_features)
         n_user_shared = len(user_features.names) if user_features is not None else 0
         user_alpha = user_features.feature_alpha() if user_features is not None else None
         user_alpha = user_alpha[user_features.n_identity:] if user_alpha is not None else None
@@ -707,7 +805,7 @@ class WarpTrainer:
                                   f"user side features, this fit {n_user_shared}; warm starts need the same ones")
             user_shared = init.user_shared.copy() if init.user_shared else None
             item_side = init.item_side.copy()
-            state_rdd = self._warm_state(shards, init, n_shards)
+            state_rdd = self._warm_state(shards, init, n_shards, n_tasks)
             first_epoch = init.epochs_done
             history = list(init.history)
         else:
@@ -727,13 +825,13 @@ class WarpTrainer:
         state = None
         epoch = first_epoch
         while epoch < last_epoch:
-            # One shard needs no merging between epochs: its task trains every epoch up to the next point
-            # where the caller wants the state (state_every), a checkpoint or the end. Several shards merge
-            # their item deltas every round.
-            stop = (epoch + 1 if n_shards > 1 else
+            # One task holding every shard merges them itself: it trains every epoch up to the next point
+            # where the caller wants the state (state_every), a checkpoint or the end. Several tasks merge
+            # their item deltas on the driver every round.
+            stop = (epoch + 1 if n_tasks > 1 else
                     _next_stop(epoch, last_epoch, state_every, p.checkpoint_interval if sc.getCheckpointDir() else 0))
             steps = [(e, r) for e in range(epoch, stop) for r in range(rounds)]
-            jobs = [steps] if n_shards == 1 else [[step] for step in steps]
+            jobs = [steps] if n_tasks == 1 else [[step] for step in steps]
             start = time.perf_counter()
             per_epoch: dict[int, list[float]] = {}
             for i, job in enumerate(jobs):
@@ -745,8 +843,7 @@ class WarpTrainer:
                               and sc.getCheckpointDir() is not None)
                 # The job's only action: trains every shard, caches their outputs (the next
                 # job's input) and sums their item deltas.
-                delta = out.mapPartitions(_leading_deltas).treeAggregate(None, _merge_deltas, _merge_deltas,
-                                                                         depth=2)
+                delta = sum_deltas_rdd(out.mapPartitions(_leading_deltas, preservesPartitioning=True), n_shards)
                 cached.unpersist()
                 cached = out
                 state_rdd = out.filter(lambda kv: not isinstance(kv[1], SharedDelta))
@@ -773,8 +870,9 @@ class WarpTrainer:
                 state = (WarpState(item_side, item_features, state_rdd.mapPartitions(_user_blocks, True), n_users,
                                    n_items, e + 1, history, cached, n_shards, [*broadcasts, features_bc], user_shared)
                          if e == stop - 1 else None)
-                log.info("epoch %d: %.1fs (kernel %.1f CPU-s over %d shards), %.0f samples/s, %d updates, "
-                         "mean loss %.4f", e + 1, seconds, kernel_seconds, n_shards, stats["samples_per_s"],
+                log.info("epoch %d: %.1fs (kernel %.1f CPU-s over %d shards in %d tasks), %.0f samples/s, "
+                         "%d updates, mean loss %.4f", e + 1, seconds, kernel_seconds, n_shards, n_tasks,
+                         stats["samples_per_s"],
                          stats["updates"], stats["mean_loss"])
                 if on_epoch is not None:
                     on_epoch(e + 1, stats, state)
@@ -798,7 +896,7 @@ class WarpTrainer:
 
         return shards.mapPartitions(init, preservesPartitioning=True)
 
-    def _warm_state(self, shards: RDD, init: WarpState, n_shards: int) -> RDD:
+    def _warm_state(self, shards: RDD, init: WarpState, n_shards: int, n_tasks: int) -> RDD:
         """Like ``_fresh_state``, but users of ``init`` keep their parameters and optimiser state."""
         p, optimiser, epochs_done = self.params, self.kernel.optimiser, init.epochs_done
 
@@ -822,32 +920,32 @@ class WarpTrainer:
         return grouped.flatMap(
             lambda kv: [record for shard_id, data in from_chunks((kv[0], c) for c in kv[1][0])
                         for record in to_chunks(shard_id, build(shard_id, data, kv[1][1]), p.state_chunk_bytes)]
-        ).partitionBy(n_shards, lambda k: k)
+        ).partitionBy(n_tasks, lambda k: k % n_tasks)
 
     def _epoch_rdd(self, state_rdd: RDD, item_bc: Any, features_bc: Any, steps: list[tuple[int, int]],
                    n_shards: int) -> RDD:
-        """Per partition: ``(shard_id, SharedDelta)`` records, then the shards' new states as chunks.
+        """Per partition: its shards' ``(shard_id, SharedDelta)`` records, then the shards' new states as chunks.
 
         ``steps`` are the ``(epoch, sync_round)`` pairs the job trains (several
-        only with one shard). Deltas come first so :func:`_leading_deltas`
-        reads them from the cached output without unpickling the shards behind
-        them.
+        only when one task holds every shard). The delta comes first so
+        :func:`_leading_deltas` reads it from the cached output without
+        unpickling the shards behind it.
         """
         p, kernel = self.params, self.kernel
 
         def run(records: Iterator[tuple[int, StateChunk]]) -> Iterator[tuple[int, Any]]:
-            states = []
+            shards = [(shard_id, data, block.side) for shard_id, (data, block) in from_chunks(records)]
+            if not shards:
+                return
             features, feature_alpha, user_alpha = features_bc.value
             item_side, user_shared = item_bc.value
-            for shard_id, (data, block) in from_chunks(records):
-                users, delta = run_shard_steps(shard_id, data, block.side, item_side, user_shared, steps,
-                                               item_features=features, kernel=kernel, seed=p.seed,
-                                               n_shards=n_shards, params=p, item_feature_alpha=feature_alpha,
-                                               user_feature_alpha=user_alpha)
-                states.append((shard_id, (data, UserBlock(data.users, users, data.user_features))))
-                yield shard_id, delta
-            for shard_id, state in states:
-                yield from to_chunks(shard_id, state, p.state_chunk_bytes)
+            users, deltas = run_shard_steps(shards, item_side, user_shared, steps, item_features=features,
+                                            kernel=kernel, seed=p.seed, n_shards=n_shards, params=p,
+                                            item_feature_alpha=feature_alpha, user_feature_alpha=user_alpha)
+            yield from deltas
+            for (shard_id, data, _), side in zip(shards, users):
+                yield from to_chunks(shard_id, (data, UserBlock(data.users, side, data.user_features)),
+                                     p.state_chunk_bytes)
 
         return state_rdd.mapPartitions(run, preservesPartitioning=True)
 
