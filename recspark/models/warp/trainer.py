@@ -815,9 +815,10 @@ class WarpTrainer:
             first_epoch, history = 0, []
             user_shared = (SideParams.init(n_user_shared, p.no_components, kernel.optimiser,
                                            np.random.default_rng([p.seed, 0x05E7, 0xFEA7])) if n_user_shared else None)
-        state_rdd = state_rdd.persist(StorageLevel.MEMORY_AND_DISK)
-        state_rdd.count()  # build the shards now, so epoch 1's timing is training only
-        cached = state_rdd  # the persisted RDD the next round reads its shards from
+        # The first round's job builds the shards (a job of their own would cost a few tenths of a second,
+        # a small set's whole fit), so the first epoch's time includes building them; the persisted
+        # round outputs hold the shards from then on, and a lost one is rebuilt from lineage.
+        cached: RDD | None = None  # the persisted RDD the next round reads its shards from
         features_bc = sc.broadcast((item_features, item_feature_alpha, user_alpha))
         broadcasts: list[Any] = []
         last_epoch = first_epoch + (epochs or p.epochs)
@@ -844,7 +845,8 @@ class WarpTrainer:
                 # The job's only action: trains every shard, caches their outputs (the next
                 # job's input) and sums their item deltas.
                 delta = sum_deltas_rdd(out.mapPartitions(_leading_deltas, preservesPartitioning=True), n_shards)
-                cached.unpersist()
+                if cached is not None:
+                    cached.unpersist()
                 cached = out
                 state_rdd = out.filter(lambda kv: not isinstance(kv[1], SharedDelta))
                 if checkpoint:
