@@ -87,6 +87,7 @@ class Settings:
     """One training configuration; ``strategy``/``n_shards``/``num_threads`` only apply to recspark,
     ``lightfm_threads`` only to LightFM (1 makes it deterministic)."""
 
+    loss: str = "warp"  # or "bpr": the same loss for both libraries
     epochs: int = 10
     learning_rate: float = 0.05
     no_components: int = 64
@@ -99,7 +100,7 @@ class Settings:
     lightfm_threads: int = 2
 
     def label(self, model: str) -> str:
-        text = f"ep={self.epochs} lr={self.learning_rate}"
+        text = f"{self.loss} ep={self.epochs} lr={self.learning_rate}"
         if model == "recspark":
             text += f" {self.strategy} shards={self.n_shards or 'auto'}"
             text += f" threads={self.num_threads}"
@@ -243,7 +244,7 @@ def run_recspark(spark, train, maps, n_users, n_items, settings: Settings, seed:
             eval_seconds[0] += time.perf_counter() - started
             log.info("  recspark %s epoch %d: p@5 %.4f", settings.label("recspark"), epoch, scores[epoch])
 
-    estimator = RankingFM(loss="warp", noComponents=settings.no_components, learningRate=settings.learning_rate,
+    estimator = RankingFM(loss=settings.loss, noComponents=settings.no_components, learningRate=settings.learning_rate,
                           learningSchedule="adagrad", maxSampled=settings.max_sampled,
                           userAlpha=settings.user_alpha, itemAlpha=settings.item_alpha, maxIter=settings.epochs,
                           numShards=settings.n_shards, strategy=settings.strategy,
@@ -264,12 +265,12 @@ def run_recspark(spark, train, maps, n_users, n_items, settings: Settings, seed:
 
 
 def run_lightfm(spark, interactions: sp.coo_matrix, settings: Settings, seed: int, evals: dict[int, tuple]) -> dict:
-    """LightFM WARP one epoch at a time (``num_threads`` from the settings), scored like recspark at ``evals``."""
+    """LightFM one epoch at a time (``num_threads`` from the settings), scored like recspark at ``evals``."""
     from lightfm import LightFM
 
     from recspark.models.scoring import FactorScorer
 
-    model = LightFM(no_components=settings.no_components, learning_schedule="adagrad", loss="warp",
+    model = LightFM(no_components=settings.no_components, learning_schedule="adagrad", loss=settings.loss,
                     learning_rate=settings.learning_rate, item_alpha=settings.item_alpha,
                     user_alpha=settings.user_alpha, max_sampled=settings.max_sampled, random_state=seed)
     seconds, cpu, scores = [], [], {}
@@ -474,6 +475,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    parser.add_argument("--loss", choices=["warp", "bpr"], default="warp", help="both libraries' loss (default warp)")
     parser.add_argument("--epochs", type=int, default=None, help="same-hyperparameter epochs (default 10, quick 3)")
     parser.add_argument("--threads", type=int, default=1,
                         help="recspark kernel threads per shard (default 1: deterministic)")
@@ -524,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session("local[2]", "bench_warp", conf={
         "spark.sql.shuffle.partitions": "4", "spark.driver.memory": "4g",
         "spark.local.dir": str(args.cache_dir / "spark-local")})
-    base = Settings(epochs=args.epochs, n_shards=args.shards, num_threads=args.threads,
+    base = Settings(loss=args.loss, epochs=args.epochs, n_shards=args.shards, num_threads=args.threads,
                     lightfm_threads=args.lightfm_threads)
     search_sets = set(args.search_datasets or args.datasets)
     results = {}
