@@ -91,9 +91,9 @@ def default_tasks(n_shards: int, master: str) -> int:
 
     On one machine one task runs every shard in its own thread and merges
     them itself, so the epochs between two hand-backs to the driver cost no
-    Spark round (a round costs ~1 s: scheduling, the broadcast, the shard
-    states' trip through the block manager). On a cluster each shard is a
-    task, so the shards spread over the executors.
+    Spark round (a few tenths of a second to ~1 s: scheduling, the broadcast,
+    the shard states' trip through the block manager). On a cluster each
+    shard is a task, so the shards spread over the executors.
 
     >>> default_tasks(2, "local[2]"), default_tasks(4, "spark://host:7077"), default_tasks(2, "local-cluster[2,1,1024]")
     (1, 4, 2)
