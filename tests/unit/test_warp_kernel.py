@@ -342,6 +342,52 @@ def test_positives_are_never_used_as_negatives(loss):
     assert counts[:9].sum() == total
 
 
+def test_bpr_negatives_are_popularity_proportional_like_lightfm():
+    """BPR draws the negative from the pass's interactions, redrawing positives: items nobody
+    interacted with are never negatives, and each item is one as often as its share of each
+    sample's non-positive interactions predicts (uniform draws would give items 3..9 most)."""
+    n_items, n_users, epochs = 10, 101, 20
+    users = np.arange(n_users, dtype=np.int64)
+    items = np.r_[0, np.full(90, 1), np.full(10, 2)].astype(np.int64)  # items 3..9: no interactions
+    positives = sp.csr_matrix((np.ones(n_users), (users, items)), shape=(n_users, n_items))
+    sides = make_sides(n_users, n_items)
+    counts = np.zeros(n_items, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    for _ in range(epochs):
+        stats = fit_epoch(*sides, identity(n_users), identity(n_items), users, items, None, positives,
+                          KernelParams(loss="bpr", learning_rate=0.01), rng)
+        counts += stats.item_feature_updates - np.bincount(items, minlength=n_items)  # the negatives' touches
+    popularity = np.bincount(items, minlength=n_items).astype(float)
+    expected = np.zeros(n_items)
+    for i in items:  # each sample's negative: popularity renormalised over the user's non-positives
+        share = popularity.copy()
+        share[i] = 0
+        expected += epochs * share / share.sum()
+    assert counts[3:].sum() == 0
+    np.testing.assert_allclose(counts[:3], expected[:3], rtol=0.2)
+
+
+def test_bpr_falls_back_to_uniform_negatives_for_a_user_holding_the_popular_items_as_the_oracle():
+    """User 0 owns every item anyone interacted with but item 29: its popularity draws fail,
+    and the kernel and the oracle both move on to a uniform non-positive the same way."""
+    n_users, n_items = 3, 30
+    users = np.r_[np.zeros(28), [1, 2]].astype(np.int64)
+    items = np.r_[np.arange(28), [0, 1]].astype(np.int64)
+    positives = sp.csr_matrix((np.ones(users.size), (users, items)), shape=(n_users, n_items))
+    params = KernelParams(loss="bpr", learning_rate=0.1)
+    fast = make_sides(n_users, n_items)
+    slow = tuple(side.copy() for side in fast)
+    got = fit_epoch(*fast, identity(n_users), identity(n_items), users, items, None, positives, params,
+                    np.random.default_rng(3))
+    want = fit_epoch_reference(*slow, identity(n_users), identity(n_items), users, items, None, positives,
+                               params, np.random.default_rng(3))
+    assert got.n_updates == want.n_updates == users.size
+    np.testing.assert_array_equal(got.item_feature_updates, want.item_feature_updates)
+    assert got.item_feature_updates[28:].sum() >= 28  # user 0's negatives: items 28 and 29 only
+    for a, b in zip(all_arrays(*fast), all_arrays(*slow)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_warp_skips_violating_positives_without_counting_them():
     """A user owning 49 of 50 items, every score 0 (each draw violates the
     margin): the positives are skipped uncounted, so the negative (item 49)

@@ -28,8 +28,10 @@ How it maps onto LightFM (``lightfm/_lightfm_fast.pyx.template``)
   ``n`` of the user's positives are drawn with replacement, the ``k``-th best
   scored is the positive of a WARP step. The sample weight is the chosen
   interaction's (LightFM refuses sample weights for this loss).
-* BPR: one uniformly drawn item that is not a positive; the update is weighted
-  by ``w * (1 - sigmoid(score(i) - score(j)))``.
+* BPR: one negative, the item of a uniformly drawn interaction of the pass
+  (popularity-proportional, as LightFM's ``item_ids[rand % no_examples]``),
+  redrawn while it is a positive; the update is weighted by
+  ``w * (1 - sigmoid(score(i) - score(j)))``.
 * logistic: every interaction is a labelled example, ``y = 1`` when its weight
   is > 0 and 0 otherwise (LightFM reads the label from the interaction value's
   sign); the update is ``|w| * (sigmoid(score) - y)`` times the score's
@@ -57,8 +59,10 @@ Where it differs
 * Random numbers: the shuffle is NumPy's ``rng.permutation``; negative draws
   come from a SplitMix64 stream seeded from ``rng`` (LightFM: ``rand_r``).
   The contract is spelled out in :mod:`recspark.models.warp.reference`.
-* BPR negatives are uniform over items (as WARP's), while LightFM draws them
-  from the interactions' item column (popularity-proportional).
+* BPR: LightFM redraws a positive up to ``no_examples`` times and then uses
+  it anyway; here after ``BPR_POPULAR_DRAWS`` (256) positives in a row the
+  negative is drawn uniformly among the user's non-positives, so a user who
+  holds most of the popular items costs 256 draws, not one per interaction of the pass.
 * A user whose positives cover every item has no valid negative; LightFM would
   loop forever, here the sample is skipped and counted in
   ``EpochStats.n_skipped`` (so are WARP/BPR interactions with weight <= 0,
@@ -98,6 +102,10 @@ MAX_REG_SCALE = 1_000_000.0
 #: With several threads and an alpha > 0, threads meet after this many samples each so that the
 #: lazy-L2 rescaling (which touches every parameter) never runs while another thread trains.
 THREAD_SEGMENT = 1 << 16
+#: BPR draws a negative from the pass's interactions (popularity-proportional) at most this many
+#: times before it falls back to a uniform non-positive item: a user whose positives hold a share
+#: f of the interactions falls back with chance f**256 (< 1e-5 for f <= 0.95).
+BPR_POPULAR_DRAWS = 256
 
 _WARP, _BPR, _LOGISTIC, _KOS = range(4)
 _ONE = np.float32(1.0)
@@ -313,7 +321,8 @@ def fit_epoch(
         Row ``u`` holds user ``u``'s feature weights; ``scipy.sparse.identity``
         for plain collaborative filtering (detected and special-cased).
     item_features : csr_matrix of float32, shape [n_items, item_side.n_features]
-        Same for items. Negatives are drawn uniformly from its rows.
+        Same for items. WARP's negatives are drawn uniformly from its rows,
+        BPR's from ``item_idx`` (see the module docstring).
     user_idx, item_idx : array-like of int, shape [n_samples]
         The interactions to visit, as row indices into the feature matrices.
     sample_weight : array-like of float, shape [n_samples], or None
@@ -783,10 +792,16 @@ def _run(loss, order, users, items, weights, by_user, group_users, group_ptr,
         else:
             s_neg = _ZERO
             if loss == _BPR:
-                while True:
-                    j = _below(state, n_items)
-                    if not _contains(pos_ind, pos_ptr[u], pos_ptr[u + 1], j):
+                j = -1
+                for _ in range(BPR_POPULAR_DRAWS):  # LightFM: the item of a random interaction
+                    c = items[_below(state, items.size)]
+                    if not _contains(pos_ind, pos_ptr[u], pos_ptr[u + 1], c):
+                        j = c
                         break
+                while j < 0:  # the user holds the popular items: a uniform non-positive (one exists)
+                    c = _below(state, n_items)
+                    if not _contains(pos_ind, pos_ptr[u], pos_ptr[u + 1], c):
+                        j = c
                 neg = j
                 _rep(nr, neg, i_ident, i_ptr, i_ind, i_dat, it, k, i_s)
                 s_neg = _dot(ur, nr, k) + ur[k] + nr[k]

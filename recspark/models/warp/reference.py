@@ -17,10 +17,12 @@ compared exactly:
 2. ``seed = rng.integers(0, 2**63 - 1)``: the start of a SplitMix64 stream
    (:class:`SplitMix64`);
 3. every random integer in ``[0, n)`` the pass needs is ``(z >> 32) * n >>
-   32`` for the stream's next output ``z``: WARP and BPR negatives (one per
-   draw, in draw order), and for 'warp-kos' first the ``min(n, m)`` positions
-   among the user's ``m`` interactions of the pass (in interaction order),
-   then the negatives.
+   32`` for the stream's next output ``z``: WARP negatives (one per draw, in
+   draw order); BPR's draws, first up to ``BPR_POPULAR_DRAWS`` rows of the
+   pass (``n`` = its interactions; the row's item is the candidate), then
+   items (``n = n_items``); and for 'warp-kos' first the ``min(n, m)``
+   positions among the user's ``m`` interactions of the pass (in interaction
+   order), then the negatives.
 
 With ``num_threads > 1`` the kernel splits the order into contiguous chunks,
 thread ``t`` starting its stream at ``seed + t * THREAD_STRIDE``; that mode is
@@ -37,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from recspark.models.warp.kernel import MAX_LOSS, MAX_REG_SCALE, EpochStats, KernelParams
+from recspark.models.warp.kernel import BPR_POPULAR_DRAWS, MAX_LOSS, MAX_REG_SCALE, EpochStats, KernelParams
 from recspark.models.warp.state import SideParams
 
 _MASK = (1 << 64) - 1
@@ -215,7 +217,12 @@ def fit_epoch_reference(
         else:
             negative = None
             if params.loss == "bpr":
-                while negative is None:
+                for _ in range(BPR_POPULAR_DRAWS):  # the item of a random interaction of the pass
+                    j = int(items[stream.below(len(items))])
+                    if j not in pos_sets[u]:
+                        negative = j
+                        break
+                while negative is None:  # then uniform over the catalogue
                     j = stream.below(n_items)
                     if j not in pos_sets[u]:
                         negative = j
