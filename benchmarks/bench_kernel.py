@@ -38,7 +38,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from recspark.models.warp.kernel import KernelParams, fit_epoch, representations  # noqa: E402
+from recspark.config import KernelParams  # noqa: E402
+from recspark.models.warp.kernel import fit_epoch, representations  # noqa: E402
 from recspark.models.warp.state import SideParams  # noqa: E402
 
 log = logging.getLogger("bench_kernel")

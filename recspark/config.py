@@ -12,10 +12,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import functools
+import math
+import numbers
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -29,9 +32,14 @@ from recspark.redact import redact
 T = TypeVar("T")
 
 
-def _bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
-    """A dataclass field with a numeric range checked by :func:`load_config`."""
-    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
+def _bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+             lt: float | None = None, doc: str = "", spark: str | None = None) -> Any:
+    """A dataclass field with its numeric range, checked wherever a value is set (:func:`field_problems`).
+
+    Hyperparameters also carry their ``doc`` and, when it is not the field
+    name in camelCase, the name of their ``RankingFM`` Param (``spark``).
+    """
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc, "spark": spark})
 
 
 def _list(*items: Any) -> Any:
@@ -151,45 +159,113 @@ class AlsConfig:
     learning_curve: list[int] = _list()
 
 
+Loss = Literal["warp", "warp-kos", "bpr", "logistic"]
+LOSSES: tuple[str, ...] = typing.get_args(Loss)
+Optimiser = Literal["adagrad", "adadelta"]
+OPTIMISERS: tuple[str, ...] = typing.get_args(Optimiser)
+
+#: Default largest Spark record of a shard's pickled state. The JVM holds a record as one byte array:
+#: a shard of 10M interactions with its users pickles to ~0.7 GB, more than a small heap can allocate
+#: or spill (the 10M-row run with a 2g driver died in WARP), and 2 GB is a hard limit. Pieces this
+#: size are cached and spilled to disk like any other records. They are also the rows of the Arrow ->
+#: RDD hand-over that builds the shards, where the JVM pickles each binary value through a string
+#: (several times its size in transient heap): 64 MB pieces ran a 10M-row fit's 8g executor out of
+#: heap there, so they are kept small.
+STATE_CHUNK_BYTES = 16 << 20
+
+
+class Checked:
+    """Dataclass mixin: constructing one checks every field's type and range, as the YAML loader does.
+
+    So a value set from Python (``KernelParams(rho=1.0)``, a ``RankingFM``
+    Param, a search trial) is refused with the same message as in YAML.
+    """
+
+    def __post_init__(self) -> None:
+        problems = field_problems(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        if problems:
+            raise ConfigError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+
+
+# WARP/BPR hyperparameters, declared once: the YAML ``warp`` section (WarpConfig), RankingFM's Spark
+# Params (recspark.models.warp.estimator) and the kernel and trainer all take their names, defaults,
+# ranges and docs from the two dataclasses below.
+
+
 @dataclass(frozen=True)
-class WarpConfig:
-    """The sharded WARP/BPR trainer (LightFM semantics; see ``recspark.models.warp``)."""
+class KernelParams(Checked):
+    """LightFM's hyperparameters of one kernel pass (:func:`recspark.models.warp.kernel.fit_epoch`)."""
+
+    loss: Loss = _bounded("warp", doc="'warp' (precision at the top: updates weighted by the positive's "
+                          "estimated rank), 'warp-kos' (the k-th best of n sampled positives per user), 'bpr' "
+                          "(pairwise AUC) or 'logistic' (labels from the weight's sign: weight > 0 is 1, else 0)")
+    learning_rate: float = _bounded(0.05, gt=0.0, doc="adagrad step size (adadelta ignores it, as LightFM); "
+                                    "lower it if training diverges")
+    optimiser: Optimiser = _bounded("adagrad", spark="learningSchedule",
+                                    doc="'adagrad' or 'adadelta' (LightFM's learning_schedule)")
+    rho: float = _bounded(0.95, gt=0.0, lt=1.0, doc="adadelta decay")
+    epsilon: float = _bounded(1e-6, gt=0.0, doc="adadelta stabiliser")
+    user_alpha: float = _bounded(0.0, ge=0.0, doc="L2 penalty on user features (LightFM's lazy scaling)")
+    item_alpha: float = _bounded(0.0, ge=0.0, doc="L2 penalty on item features (LightFM's lazy scaling)")
+    max_sampled: int = _bounded(10, ge=1, doc="warp, warp-kos: counted negative draws per positive before "
+                                "giving up")
+    k: int = _bounded(5, ge=1, doc="warp-kos: the k-th best scored of n sampled positives is the step's positive")
+    n: int = _bounded(10, ge=1, doc="warp-kos: positives sampled per user and step")
+    num_threads: int = _bounded(1, ge=1, doc="lock-free threads inside each shard's kernel pass (LightFM's "
+                                "num_threads); 1 is deterministic, more only helps when a shard has idle cores "
+                                "to itself")
+
+
+@dataclass(frozen=True)
+class TrainerParams(Checked):
+    """How a WARP/BPR fit is distributed over Spark (:class:`recspark.models.warp.trainer.WarpTrainer`)."""
+
+    no_components: int = _bounded(64, ge=1, doc="embedding dimension")
+    epochs: int = _bounded(10, ge=1, spark="maxIter", doc="passes over the training interactions")
+    n_shards: int | None = _bounded(None, ge=1, spark="numShards",
+                                    doc="user shards trained in parallel; null (Spark Param 0): the cluster's "
+                                    "default parallelism, but at least 200k interactions per shard (small data "
+                                    "trains as one shard: faster and better)")
+    local_passes: int = _bounded(1, ge=1, doc="kernel passes over a shard's data per epoch")
+    strategy: Literal["stratified", "hogwild"] = _bounded(
+        "hogwild", doc="'hogwild': every shard updates every item, deltas summed syncs_per_epoch times an "
+        "epoch (item accumulators scaled by the shard count to curb overshoot); 'stratified' (DSGD): round r "
+        "trains shard s on item block (s + r) mod S only, so merges are exact; identity item features only")
+    syncs_per_epoch: int = _bounded(1, ge=1, doc="hogwild: item merges per epoch (each round trains every "
+                                    "shard on a 1/syncs slice of its data)")
+    checkpoint_interval: int = _bounded(5, ge=1, doc="epochs between checkpoints of the training state "
+                                        "(cuts the lineage a lost executor recomputes)")
+    seed: int = _bounded(42, doc="seeds every random stream (initialisation, shuffles, negatives, per shard, "
+                         "epoch and round), so a retried task gives the same bits")
+    n_tasks: int | None = _bounded(None, ge=1, spark="numTasks",
+                                   doc="Spark tasks the shards are dealt to (shard k to task k mod n_tasks); "
+                                   "null (Spark Param 0): 1 on a local master, else n_shards")
+    state_chunk_bytes: int = _bounded(STATE_CHUNK_BYTES, ge=1, doc="largest Spark record of a shard's pickled "
+                                      "state; lower it when executors with small heaps fail caching the shards")
+
+
+@dataclass(frozen=True)
+class WarpConfig(TrainerParams, KernelParams):
+    """The ``warp`` section: the sharded WARP/BPR trainer (LightFM semantics; see ``recspark.models.warp``).
+
+    Its hyperparameters are :class:`KernelParams` and :class:`TrainerParams`;
+    the fields below are the training job's own.
+    """
 
     enabled: bool = True
-    # warp (precision at the top), warp-kos (k-th of n sampled positives per user), bpr (AUC), or
-    # logistic (labels from the weight's sign: only useful with negative interactions), as LightFM.
-    loss: Literal["warp", "warp-kos", "bpr", "logistic"] = "warp"
-    no_components: int = _bounded(64, ge=1)
-    learning_rate: float = _bounded(0.05, gt=0.0)
-    optimiser: Literal["adagrad", "adadelta"] = "adagrad"
-    rho: float = _bounded(0.95, gt=0.0, le=1.0)
-    epsilon: float = _bounded(1e-6, gt=0.0)
-    user_alpha: float = _bounded(0.0, ge=0.0)
-    item_alpha: float = _bounded(0.0, ge=0.0)
-    max_sampled: int = _bounded(10, ge=1)
-    k: int = _bounded(5, ge=1)  # warp-kos: the k-th best of n positives drawn per user is the positive
-    n: int = _bounded(10, ge=1)
     # Per-interaction sample weight from the interaction weight (binary: all 1, as LightFM's default).
     sample_weight: Literal["binary", "count", "log1p"] = "binary"
-    # Lock-free threads inside each shard's kernel pass (LightFM's num_threads). 1 is deterministic;
-    # more only helps when a shard has idle cores to itself (see the README's performance section).
-    num_threads: int = _bounded(1, ge=1)
-    epochs: int = _bounded(10, ge=1)
-    # Shards = user partitions trained in parallel; null: the cluster's default parallelism, but
-    # at least 200k interactions per shard (small data trains as one shard: faster and better).
-    n_shards: int | None = _bounded(None, ge=1)
-    local_passes: int = _bounded(1, ge=1)
-    # hogwild: every shard updates every item, deltas summed once per sync; stratified: DSGD rounds
-    # over item blocks (exact merges, identity item features only). See recspark/models/warp/trainer.py.
-    strategy: Literal["stratified", "hogwild"] = "hogwild"
-    syncs_per_epoch: int = _bounded(1, ge=1)  # hogwild only: item merges per epoch
-    checkpoint_interval: int = _bounded(5, ge=1)
-    seed: int = 42
     # Measure test p@k every N epochs for the learning curve (0: only at the end).
     eval_every: int = _bounded(0, ge=0)
     # Also log train p@k (a fixed 20% of training users, train items ranked) at each eval_every
     # epoch and at the end, next to the test curve (over-/under-fitting at a glance).
     train_metrics: bool = False
+
+    def kernel_params(self) -> KernelParams:
+        return KernelParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(KernelParams)})
+
+    def trainer_params(self) -> TrainerParams:
+        return TrainerParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainerParams)})
 
 
 @dataclass(frozen=True)
@@ -230,6 +306,17 @@ class SparkConfig:
     conf: dict[str, str] = field(default_factory=dict)
 
 
+def _training_problems(conf: TrainConfig | NightlyConfig) -> list[str]:
+    """Checks across the sections a training job shares, so they fail before Spark starts."""
+    problems = []
+    if conf.split.strategy == "time" and not conf.data.timestamp_col:
+        problems.append("split.strategy 'time' needs data.timestamp_col")
+    if conf.warp.strategy == "stratified" and (conf.features.items.sources or conf.features.users.sources):
+        problems.append("warp.strategy 'stratified' trains identity item embeddings only: use 'hogwild' with "
+                        "features.items/features.users sources")
+    return problems
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The training job: data -> split -> models -> evaluation -> MLflow."""
@@ -245,8 +332,9 @@ class TrainConfig:
     spark: SparkConfig = field(default_factory=SparkConfig)
 
     def __post_init__(self) -> None:
-        if self.split.strategy == "time" and not self.data.timestamp_col:
-            raise ConfigError("split.strategy 'time' needs data.timestamp_col")
+        problems = _training_problems(self)
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -341,8 +429,7 @@ class NightlyConfig:
             problems.append(f"promotion.primary_metric: {self.promotion.primary_metric!r} is not reported; use "
                             f"precision/recall/ndcg/map_at_<k> with k in evaluation.ks {self.evaluation.ks}, "
                             "mrr or auc")
-        if self.split.strategy == "time" and not self.data.timestamp_col:
-            problems.append("split.strategy 'time' needs data.timestamp_col")
+        problems += _training_problems(self)
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -531,7 +618,7 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
     if not isinstance(raw, dict):
         problems.append(f"{prefix.rstrip('.') or '<top>'}: expected a mapping, got {raw!r}")
         return None
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
@@ -542,11 +629,12 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
     for name, f in fields.items():
         if name not in raw:
             continue
+        found = len(problems)
         value = _convert(hints[name], raw[name], f"{prefix}{name}", problems)
-        if value is _INVALID:
-            continue
-        _check_range(f, value, f"{prefix}{name}", problems)
-        kwargs[name] = value
+        if value is not _INVALID:
+            _check_range(f, value, f"{prefix}{name}", problems)
+        if len(problems) == found:  # a refused value is reported once, here, not again by the section
+            kwargs[name] = value
     try:
         return cls(**kwargs)
     except ConfigError as err:  # a section's own __post_init__ checks
@@ -598,13 +686,16 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
             return _INVALID
         return value
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             problems.append(f"{key}: expected an integer, got {value!r}")
             return _INVALID
-        return value
+        return int(value)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             problems.append(f"{key}: expected a number, got {value!r}")
+            return _INVALID
+        if not math.isfinite(value):
+            problems.append(f"{key}: expected a finite number, got {value!r}")
             return _INVALID
         return float(value)
     if tp is str:
@@ -620,13 +711,36 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
 def _check_range(f: dataclasses.Field, value: Any, key: str, problems: list[str]) -> None:
     if value is None or not isinstance(value, (int, float)):
         return
-    ge, gt, le = f.metadata.get("ge"), f.metadata.get("gt"), f.metadata.get("le")
+    ge, gt, le, lt = (f.metadata.get(bound) for bound in ("ge", "gt", "le", "lt"))
     if ge is not None and value < ge:
         problems.append(f"{key}: {value} is out of range; must be >= {ge}")
     if gt is not None and value <= gt:
         problems.append(f"{key}: {value} is out of range; must be > {gt}")
     if le is not None and value > le:
         problems.append(f"{key}: {value} is out of range; must be <= {le}")
+    if lt is not None and value >= lt:
+        problems.append(f"{key}: {value} is out of range; must be < {lt}")
+
+
+def field_problems(cls: type, values: Mapping[str, Any], label: Callable[[str], str] = str) -> list[str]:
+    """Type and range problems of ``values`` for dataclass ``cls``'s fields (absent ones are not checked).
+
+    Each problem names its field as ``label(field name)``: the dotted YAML key,
+    the field itself, or a Spark Param name.
+    """
+    hints = _hints(cls)
+    problems: list[str] = []
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            value = _convert(hints[f.name], values[f.name], label(f.name), problems)
+            if value is not _INVALID:
+                _check_range(f, value, label(f.name), problems)
+    return problems
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def with_values(conf: T, values: Mapping[str, Any]) -> T:
@@ -658,10 +772,12 @@ def _with_value(node: Any, parts: list[str], value: Any, key: str, problems: lis
     if len(parts) > 1:
         new = _with_value(getattr(node, name), parts[1:], value, key, problems)
     else:
-        new = _convert(typing.get_type_hints(type(node))[name], value, key, problems)
-        if new is _INVALID:
+        found = len(problems)
+        new = _convert(_hints(type(node))[name], value, key, problems)
+        if new is not _INVALID:
+            _check_range(fields[name], new, key, problems)
+        if len(problems) > found:
             return node
-        _check_range(fields[name], new, key, problems)
     try:
         return dataclasses.replace(node, **{name: new})
     except ConfigError as err:  # the section's own __post_init__ checks

@@ -163,13 +163,8 @@ def run_als(ctx: _Context) -> None:
 
 
 def warp_estimator(conf: WarpConfig) -> RankingFM:
-    """The ``RankingFM`` estimator for the ``warp`` config section (one place translates the names)."""
-    return RankingFM(loss=conf.loss, noComponents=conf.no_components, learningRate=conf.learning_rate,
-                     learningSchedule=conf.optimiser, rho=conf.rho, epsilon=conf.epsilon,
-                     userAlpha=conf.user_alpha, itemAlpha=conf.item_alpha, maxSampled=conf.max_sampled,
-                     k=conf.k, n=conf.n, numThreads=conf.num_threads, maxIter=conf.epochs, seed=conf.seed, numShards=conf.n_shards or 0,
-                     localPasses=conf.local_passes, checkpointInterval=conf.checkpoint_interval,
-                     strategy=conf.strategy, syncsPerEpoch=conf.syncs_per_epoch)
+    """The ``RankingFM`` estimator for the ``warp`` config section."""
+    return RankingFM.from_params(conf)
 
 
 #: ``warp.train_metrics`` scores this share of the training users (hash-sampled), as LightFM users

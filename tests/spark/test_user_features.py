@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from recspark.config import FeatureSource, NightlyConfig, SideFeatures, load_config
+from recspark.config import FeatureSource, NightlyConfig, SideFeatures, TrainerParams, load_config
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.features import build_feature_matrix
 from recspark.data.indexing import apply_id_maps, build_id_map, map_size
@@ -18,7 +18,7 @@ from recspark.errors import ConfigError
 from recspark.evaluation.ranking import evaluate
 from recspark.models.baselines import PopularityScorer
 from recspark.models.warp.estimator import RankingFM, RankingFMModel
-from recspark.models.warp.trainer import TrainerParams, WarpTrainer
+from recspark.models.warp.trainer import WarpTrainer
 from recspark.pipeline.nightly import warm_start_model
 
 pytestmark = pytest.mark.spark

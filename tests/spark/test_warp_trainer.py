@@ -16,12 +16,11 @@ from recspark.errors import ConfigError
 from recspark.evaluation.ranking import evaluate
 from recspark.models.baselines import PopularityScorer
 from recspark.models.scoring import FactorScorer
-from recspark.models.warp.kernel import KernelParams
+from recspark.config import KernelParams, TrainerParams
 from recspark.models.warp.state import SideParams
 from recspark.models.warp.trainer import (
     ShardData,
     SharedDelta,
-    TrainerParams,
     WarpTrainer,
     from_chunks,
     item_block,

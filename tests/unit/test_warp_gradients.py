@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recspark.models.warp.kernel import KernelParams, fit_epoch
+from recspark.config import KernelParams
+from recspark.models.warp.kernel import fit_epoch
 from recspark.models.warp.state import SideParams
 
 ACCUM = 1e6  # adagrad accumulator: step = lr / 1000 * gradient

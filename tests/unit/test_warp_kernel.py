@@ -7,9 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from recspark.errors import ConfigError, DataValidationError, ModelFitError
+from recspark.config import LOSSES, KernelParams
 from recspark.models.warp.kernel import (
-    LOSSES,
-    KernelParams,
     fit_epoch,
     representations,
     score,

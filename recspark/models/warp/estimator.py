@@ -19,8 +19,11 @@ the original ids.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import inspect
 import json
-import re
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +33,6 @@ import scipy.sparse as sp
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasCheckpointInterval, HasMaxIter, HasSeed
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -47,94 +49,108 @@ from recspark.data.columns import (
 )
 from recspark.data.features import FeatureMatrix
 from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, save_id_map
+from recspark.config import KernelParams, TrainerParams, field_problems
 from recspark.errors import ConfigError
 from recspark.evaluation.ranking import recommend
 from recspark.models.scoring import FactorScorer
-from recspark.models.warp.kernel import KernelParams
 from recspark.models.warp.state import SideParams
 from recspark.models.warp.trainer import (
-    TrainerParams,
     WarpState,
     WarpTrainer,
 )
 
-# Spark Param name -> KernelParams/TrainerParams field, translated in one place.
-_KERNEL_PARAMS = {"loss": "loss", "learningRate": "learning_rate", "learningSchedule": "optimiser", "rho": "rho",
-                  "epsilon": "epsilon", "userAlpha": "user_alpha", "itemAlpha": "item_alpha",
-                  "maxSampled": "max_sampled", "k": "k", "n": "n", "numThreads": "num_threads"}
 #: Params of models saved by earlier versions that no longer exist; ignored on load
 #: (``batchSize``: the vectorised kernel's mini-batch, gone with the compiled per-sample kernel).
 _RETIRED_PARAMS = frozenset({"batchSize"})
-_TRAINER_PARAMS = {"noComponents": "no_components", "maxIter": "epochs", "numShards": "n_shards",
-                   "localPasses": "local_passes", "seed": "seed", "checkpointInterval": "checkpoint_interval",
-                   "strategy": "strategy", "syncsPerEpoch": "syncs_per_epoch"}
 
 
-def _camel(message: str) -> str:
-    """Name parameters in errors the way the user wrote them (``learningRate``, not ``learning_rate``)."""
-    for camel, snake in {**_KERNEL_PARAMS, **_TRAINER_PARAMS}.items():
-        message = re.sub(rf"\b{snake}\b", camel, message)
-    return message
+def _spark_name(field: dataclasses.Field) -> str:
+    """A hyperparameter's Param name: the one it declares (``learningSchedule``), else its name in camelCase."""
+    head, *rest = field.name.split("_")
+    return field.metadata.get("spark") or head + "".join(part.title() for part in rest)
 
 
-class _RankingFMParams(HasMaxIter, HasSeed, HasCheckpointInterval):
-    """Params shared by the estimator and the fitted model."""
+#: Param name -> (declaring dataclass, field): every hyperparameter of KernelParams and TrainerParams
+#: (recspark.config declares them once) is a Param of the same default, range and doc.
+_HYPERPARAMETERS: dict[str, tuple[type, dataclasses.Field]] = {
+    _spark_name(f): (owner, f) for owner in (KernelParams, TrainerParams) for f in dataclasses.fields(owner)}
+_CONVERTERS = {int: TypeConverters.toInt, float: TypeConverters.toFloat, str: TypeConverters.toString,
+               bool: TypeConverters.toBoolean}
+
+
+def _value_type(owner: type, field: dataclasses.Field) -> type:
+    """``int`` for ``int | None``, ``str`` for a ``Literal`` of strings: what the Param holds."""
+    tp = typing.get_type_hints(owner)[field.name]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is typing.Literal:
+        return type(args[0])
+    return args[0] if args else tp
+
+
+def _optional(owner: type, field: dataclasses.Field) -> bool:
+    """Optional settings (null: automatic) are 0 as Params, which hold no None."""
+    return type(None) in typing.get_args(typing.get_type_hints(owner)[field.name])
+
+
+def _to_param(owner: type, field: dataclasses.Field, value: Any) -> Any:
+    return 0 if value is None and _optional(owner, field) else value
+
+
+class _RankingFMParams(Params):
+    """Params shared by the estimator and the fitted model: the columns, then every hyperparameter."""
 
     userCol = Param(Params._dummy(), "userCol", "user id column (string or integer)", TypeConverters.toString)
     itemCol = Param(Params._dummy(), "itemCol", "item id column (string or integer)", TypeConverters.toString)
     weightCol = Param(Params._dummy(), "weightCol", "sample weight column; '' weighs every row 1",
                       TypeConverters.toString)
-    loss = Param(Params._dummy(), "loss", "'warp' (precision at the top), 'warp-kos' (k-th of n sampled "
-                 "positives), 'bpr' (AUC) or 'logistic' (labels from the weight's sign)", TypeConverters.toString)
-    noComponents = Param(Params._dummy(), "noComponents", "embedding dimension", TypeConverters.toInt)
-    learningRate = Param(Params._dummy(), "learningRate", "initial learning rate", TypeConverters.toFloat)
-    learningSchedule = Param(Params._dummy(), "learningSchedule", "'adagrad' or 'adadelta'",
-                             TypeConverters.toString)
-    rho = Param(Params._dummy(), "rho", "adadelta decay", TypeConverters.toFloat)
-    epsilon = Param(Params._dummy(), "epsilon", "adadelta stabiliser", TypeConverters.toFloat)
-    userAlpha = Param(Params._dummy(), "userAlpha", "L2 penalty on user features", TypeConverters.toFloat)
-    itemAlpha = Param(Params._dummy(), "itemAlpha", "L2 penalty on item features", TypeConverters.toFloat)
-    maxSampled = Param(Params._dummy(), "maxSampled", "WARP: max negatives drawn per positive", TypeConverters.toInt)
-    k = Param(Params._dummy(), "k", "warp-kos: the k-th best of n sampled positives is the positive",
-              TypeConverters.toInt)
-    n = Param(Params._dummy(), "n", "warp-kos: positives sampled per user and step", TypeConverters.toInt)
-    numThreads = Param(Params._dummy(), "numThreads",
-                       "lock-free threads inside each shard's kernel pass; 1 is deterministic", TypeConverters.toInt)
-    numShards = Param(Params._dummy(), "numShards",
-                      "user shards trained in parallel; 0: the default parallelism, capped by data size "
-                      "(default_shards)", TypeConverters.toInt)
-    localPasses = Param(Params._dummy(), "localPasses", "kernel passes per shard per epoch", TypeConverters.toInt)
-    strategy = Param(Params._dummy(), "strategy",
-                     "'stratified' (item blocks per round, exact merges) or 'hogwild' (needed for side features)",
-                     TypeConverters.toString)
-    syncsPerEpoch = Param(Params._dummy(), "syncsPerEpoch", "hogwild: item merges per epoch", TypeConverters.toInt)
 
     def __init__(self) -> None:
         super().__init__()
-        self._setDefault(userCol="user_id", itemCol="item_id", weightCol="", loss="warp", noComponents=64,
-                         learningRate=0.05, learningSchedule="adagrad", rho=0.95, epsilon=1e-6, userAlpha=0.0,
-                         itemAlpha=0.0, maxSampled=10, k=5, n=10, numThreads=1, maxIter=10, seed=42, numShards=0,
-                         localPasses=1, checkpointInterval=5, strategy="hogwild", syncsPerEpoch=1)
+        self._setDefault(**_DEFAULTS)
+
+    def _values(self, owner: type) -> dict[str, Any]:
+        """``owner``'s fields from the Params (0 back to None for optional ones)."""
+        values = {}
+        for name, (declared, f) in _HYPERPARAMETERS.items():
+            if declared is owner:
+                value = self.getOrDefault(name)
+                values[f.name] = None if value == 0 and _optional(owner, f) else value
+        return values
 
     def kernel_params(self) -> KernelParams:
         """The kernel's parameters, from the Params."""
-        return KernelParams(**{field: self.getOrDefault(name) for name, field in _KERNEL_PARAMS.items()})
+        return KernelParams(**self._values(KernelParams))
 
     def trainer_params(self) -> TrainerParams:
-        values = {field: self.getOrDefault(name) for name, field in _TRAINER_PARAMS.items()}
-        values["n_shards"] = values["n_shards"] or None
-        return TrainerParams(**values)
+        """The trainer's parameters, from the Params."""
+        return TrainerParams(**self._values(TrainerParams))
 
     def _validate(self) -> None:
-        try:
-            self.kernel_params()
-            self.trainer_params()
-        except ConfigError as err:
-            raise ConfigError(f"{type(self).__name__}: {_camel(str(err))}") from None
+        """Every problem at once, each under its Param name (the checks are the YAML loader's)."""
+        spark_names = {f.name: name for name, (_, f) in _HYPERPARAMETERS.items()}
+        problems = [problem for owner in (KernelParams, TrainerParams)
+                    for problem in field_problems(owner, self._values(owner), label=spark_names.__getitem__)]
+        if problems:
+            raise ConfigError(f"{type(self).__name__}: " + "; ".join(problems))
+
+
+for _name, (_owner, _field) in _HYPERPARAMETERS.items():
+    setattr(_RankingFMParams, _name, Param(Params._dummy(), _name, _field.metadata["doc"],
+                                           _CONVERTERS[_value_type(_owner, _field)]))
+_DEFAULTS: dict[str, Any] = {"userCol": "user_id", "itemCol": "item_id", "weightCol": "",
+                             **{name: _to_param(owner, f, f.default) for name, (owner, f) in _HYPERPARAMETERS.items()}}
+for _name in _DEFAULTS:  # ALS's getters: getRank()
+    setattr(_RankingFMParams, f"get{_name[0].upper()}{_name[1:]}", lambda self, _n=_name: self.getOrDefault(_n))
 
 
 class RankingFM(Estimator, _RankingFMParams):
     """WARP/BPR with LightFM semantics, trained across a Spark cluster (see the module docstring).
+
+    Takes the column Params and every hyperparameter of
+    :class:`~recspark.config.KernelParams` and
+    :class:`~recspark.config.TrainerParams` as a keyword, in camelCase
+    (``learningRate``; ``optimiser`` is ``learningSchedule``, ``epochs`` is
+    ``maxIter``; optional settings take 0 for automatic).
 
     Examples
     --------
@@ -143,22 +159,32 @@ class RankingFM(Estimator, _RankingFMParams):
     """
 
     @keyword_only
-    def __init__(self, *, userCol: str = "user_id", itemCol: str = "item_id", weightCol: str = "",
-                 loss: str = "warp", noComponents: int = 64, learningRate: float = 0.05,
-                 learningSchedule: str = "adagrad", rho: float = 0.95, epsilon: float = 1e-6,
-                 userAlpha: float = 0.0, itemAlpha: float = 0.0, maxSampled: int = 10, k: int = 5, n: int = 10,
-                 numThreads: int = 1,
-                 maxIter: int = 10, seed: int = 42, numShards: int = 0, localPasses: int = 1,
-                 checkpointInterval: int = 5, strategy: str = "hogwild", syncsPerEpoch: int = 1) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__()
         self.setParams(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, **kwargs: Any) -> RankingFM:
         """Set any of the constructor's keyword params; invalid values raise ConfigError naming the param."""
+        known = [p.name for p in self.params]
+        unknown = [name for name in kwargs if name not in known]
+        if unknown:
+            hints = [f"{name!r}" + "".join(f" (did you mean {close!r}?)"
+                                          for close in difflib.get_close_matches(name, known, n=1))
+                     for name in unknown]
+            raise ConfigError(f"{type(self).__name__}: unknown param {', '.join(hints)}")
         self._set(**self._input_kwargs)
         self._validate()
         return self
+
+    @classmethod
+    def from_params(cls, params: KernelParams | TrainerParams, *more: KernelParams | TrainerParams,
+                    **columns: str) -> RankingFM:
+        """The estimator with the hyperparameters of ``params`` (a :class:`~recspark.config.WarpConfig` has all)."""
+        values = {name: _to_param(owner, f, getattr(p, f.name))
+                  for p in (params, *more) for name, (owner, f) in _HYPERPARAMETERS.items() if isinstance(p, owner)}
+        return cls(**values, **columns)
+
 
     def _fit(self, dataset: DataFrame) -> RankingFMModel:
         user_col, item_col, weight_col = (self.getOrDefault(p) for p in ("userCol", "itemCol", "weightCol"))
@@ -207,6 +233,15 @@ class RankingFM(Estimator, _RankingFMParams):
         user_names = user_features.names if user_features else []
         model = self._copyValues(RankingFMModel(state, user_map, item_map, names, user_names))
         return model._set(numShards=state.n_shards)
+
+
+# ALS's setters (setRank(10)), checked like setParams; and the keywords in help(RankingFM).
+for _name in _DEFAULTS:
+    setattr(RankingFM, f"set{_name[0].upper()}{_name[1:]}",
+            lambda self, value, _n=_name: self.setParams(**{_n: value}))
+RankingFM.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value) for name, value in _DEFAULTS.items()])
 
 
 class RankingFMModel(Model, _RankingFMParams):

@@ -90,11 +90,11 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from recspark.config import KernelParams
 from recspark.errors import ConfigError, DataValidationError, ModelFitError
 from recspark.models.warp.jit import inline, jit
-from recspark.models.warp.state import OPTIMISERS, SideParams
+from recspark.models.warp.state import SideParams
 
-LOSSES = ("warp", "bpr", "logistic", "warp-kos")
 #: LightFM clips the WARP rank weight at this value for numerical stability.
 MAX_LOSS = 10.0
 #: LightFM applies the lazy L2 rescaling early once a side's scale passes this.
@@ -117,73 +117,6 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 #: Thread ``t`` of a pass starts its stream at ``seed + t * THREAD_STRIDE`` (mod 2**64).
 THREAD_STRIDE = 0x632BE59BD9B4E019
-
-
-@dataclass(frozen=True)
-class KernelParams:
-    """Hyperparameters of one kernel pass; validated on construction.
-
-    Parameters
-    ----------
-    loss : {'warp', 'bpr', 'logistic', 'warp-kos'}
-        'warp' optimises the top of the ranking (precision@k) by weighting
-        each update by the estimated rank of the positive; 'warp-kos' does so
-        for the ``k``-th best of ``n`` sampled positives per user; 'bpr'
-        optimises pairwise AUC; 'logistic' fits labels (weight > 0: 1, else 0).
-    learning_rate : float
-        adagrad step size (unused by adadelta, as in LightFM). Lower it if
-        training diverges.
-    optimiser : {'adagrad', 'adadelta'}
-        Must match the accumulators the sides were initialised with.
-    rho, epsilon : float
-        adadelta decay and conditioning constants.
-    user_alpha, item_alpha : float
-        L2 penalties, applied with LightFM's lazy scaling (module docstring).
-    max_sampled : int
-        WARP and k-OS: counted negative draws per positive before giving up.
-    k, n : int
-        k-OS: the positive of a step is the ``k``-th best scored of ``n``
-        positives drawn per user (LightFM's ``k`` and ``n``).
-    num_threads : int
-        Lock-free threads inside one pass (LightFM's ``num_threads``). 1, the
-        default, is deterministic; more is faster on a machine with idle
-        cores but the result depends on thread timing.
-    """
-
-    loss: str = "warp"
-    learning_rate: float = 0.05
-    optimiser: str = "adagrad"
-    rho: float = 0.95
-    epsilon: float = 1e-6
-    user_alpha: float = 0.0
-    item_alpha: float = 0.0
-    max_sampled: int = 10
-    k: int = 5
-    n: int = 10
-    num_threads: int = 1
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.loss not in LOSSES:
-            problems.append(f"loss: got {self.loss!r}; expected one of {LOSSES}")
-        if self.optimiser not in OPTIMISERS:
-            problems.append(f"optimiser: got {self.optimiser!r}; expected one of {OPTIMISERS}")
-        if not _is_finite_number(self.learning_rate) or self.learning_rate <= 0:
-            problems.append(f"learning_rate: got {self.learning_rate!r}; expected a number > 0")
-        if not _is_finite_number(self.rho) or not 0 < self.rho < 1:
-            problems.append(f"rho: got {self.rho!r}; expected 0 < rho < 1")
-        if not _is_finite_number(self.epsilon) or self.epsilon < 0:
-            problems.append(f"epsilon: got {self.epsilon!r}; expected a number >= 0")
-        for name in ("user_alpha", "item_alpha"):
-            value = getattr(self, name)
-            if not _is_finite_number(value) or value < 0:
-                problems.append(f"{name}: got {value!r}; expected a number >= 0")
-        for name in ("max_sampled", "k", "n", "num_threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                problems.append(f"{name}: got {value!r}; expected an integer >= 1")
-        if problems:
-            raise ConfigError("Invalid kernel parameters: " + "; ".join(problems) + ".")
 
 
 @dataclass
@@ -491,13 +424,6 @@ def check_finite(side: SideParams, name: str) -> None:
 _LOSS_CODES = {"warp": _WARP, "bpr": _BPR, "logistic": _LOGISTIC, "warp-kos": _KOS}
 _EMPTY_I64 = np.zeros(0, dtype=np.int64)
 
-
-def _is_finite_number(value: object) -> bool:
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
 
 
 def _per_feature(name: str, values: npt.ArrayLike | None, n_features: int, default: float) -> np.ndarray:

@@ -39,7 +39,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from recspark.models.warp.kernel import BPR_POPULAR_DRAWS, MAX_LOSS, MAX_REG_SCALE, EpochStats, KernelParams
+from recspark.config import KernelParams
+from recspark.models.warp.kernel import BPR_POPULAR_DRAWS, MAX_LOSS, MAX_REG_SCALE, EpochStats
 from recspark.models.warp.state import SideParams
 
 _MASK = (1 << 64) - 1

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from recspark.config import OPTIMISERS
 from recspark.errors import ConfigError, DataValidationError
 
-OPTIMISERS = ("adagrad", "adadelta")
 
 _ARRAY_FIELDS = (
     "embeddings",

@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -63,8 +63,9 @@ from pyspark.sql import types as T
 
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX, VALUE, WEIGHT
 from recspark.data.features import FeatureMatrix
+from recspark.config import STATE_CHUNK_BYTES, KernelParams, TrainerParams
 from recspark.errors import ConfigError
-from recspark.models.warp.kernel import KernelParams, check_finite, fit_epoch, representations
+from recspark.models.warp.kernel import check_finite, fit_epoch, representations
 from recspark.models.warp.state import SideParams
 
 log = logging.getLogger(__name__)
@@ -99,55 +100,6 @@ def default_tasks(n_shards: int, master: str) -> int:
     (1, 4, 2)
     """
     return 1 if master == "local" or master.startswith("local[") else n_shards
-
-
-#: Largest piece of a shard's pickled state stored as one Spark record. The JVM holds a record as one
-#: byte array: a shard of 10M interactions with its users pickles to ~0.7 GB, more than a small heap
-#: can allocate or spill (the 10M-row run with a 2g driver died in WARP), and 2 GB is a hard limit.
-#: Pieces this size are cached and spilled to disk like any other records. They are also the rows
-#: of the Arrow -> RDD hand-over that builds the shards, where the JVM pickles each binary value
-#: through a string (several times its size in transient heap): 64 MB pieces ran a 10M-row fit's
-#: 8g executor out of heap there, so they are kept small.
-STATE_CHUNK_BYTES = 16 << 20
-
-
-@dataclass(frozen=True)
-class TrainerParams:
-    """How the fit is distributed (the kernel's own knobs are in ``KernelParams``)."""
-
-    no_components: int = 64
-    epochs: int = 10
-    n_shards: int | None = None  # None: default_shards(rows, the cluster's default parallelism)
-    local_passes: int = 1  # kernel passes over a shard's data per epoch
-    # Item-side merges per epoch: each round trains every shard on a 1/syncs slice
-    # of its data. More rounds keep shards' item vectors from drifting apart.
-    syncs_per_epoch: int = 1
-    seed: int = 42
-    checkpoint_interval: int = 5
-    # "stratified" (DSGD): each round, shard s trains only on item block
-    # (s + round) mod S, so no item row is updated by two shards at once and
-    # summing the shards' deltas is exact; S rounds make an epoch. Needs
-    # identity item features. "hogwild": every shard updates every item and
-    # deltas are summed (``syncs_per_epoch`` rounds, item accumulators scaled
-    # by the shard count to curb overshoot).
-    strategy: Literal["stratified", "hogwild"] = "hogwild"
-    # Spark tasks the shards are dealt to (shard k to task k mod n_tasks); None: default_tasks.
-    n_tasks: int | None = None
-    # Largest Spark record of a shard's state (pickled pieces; see STATE_CHUNK_BYTES).
-    state_chunk_bytes: int = STATE_CHUNK_BYTES
-
-    def __post_init__(self) -> None:
-        problems = [f"{name} must be >= 1, got {getattr(self, name)}"
-                    for name in ("no_components", "epochs", "local_passes", "syncs_per_epoch", "checkpoint_interval",
-                                 "state_chunk_bytes")
-                    if getattr(self, name) < 1]
-        for name in ("n_shards", "n_tasks"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1 (or None), got {getattr(self, name)}")
-        if self.strategy not in ("stratified", "hogwild"):
-            problems.append(f"strategy must be 'stratified' or 'hogwild', got {self.strategy!r}")
-        if problems:
-            raise ConfigError("; ".join(problems))
 
 
 # --------------------------------------------------------------------------- shard data
@@ -515,7 +467,7 @@ def _shared_change(before: dict[str, np.ndarray], after: dict[str, np.ndarray], 
 
 @dataclass(frozen=True)
 class StateChunk:
-    """Piece ``part`` of ``n_parts`` of one shard's pickled state (see :data:`STATE_CHUNK_BYTES`)."""
+    """Piece ``part`` of ``n_parts`` of one shard's pickled state (see :data:`recspark.config.STATE_CHUNK_BYTES`)."""
 
     part: int
     n_parts: int
