@@ -67,4 +67,10 @@ else
 fi
 export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$python}
 
+# Validate the job's config in plain Python first: a bad --conf/--set fails in seconds (exit 2),
+# not after the JVM has started. RECSPARK_SKIP_CONFIG_CHECK=1 skips it.
+if [ -z "${RECSPARK_SKIP_CONFIG_CHECK:-}" ]; then
+  PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" "$job" "${job_args[@]}" --check-config || exit $?
+fi
+
 exec "$submit" "${opts[@]}" --py-files "$py_files" ${files:+--files "$files"} "$job" "${job_args[@]}"

@@ -51,6 +51,9 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
     parser.add_argument("--conf", help="YAML config file (defaults apply to what it omits)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set als.rank=64 (repeatable)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the config and exit (0 valid, 2 invalid) without starting Spark; "
+                             "spark-submit.sh runs this before it launches the JVM")
     args = parser.parse_args(argv)
     configure_logging()
     try:
@@ -58,6 +61,8 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
     except ConfigError as err:
         log.error("%s", redact(str(err)))
         return EXIT_CONFIG
+    if args.check_config:
+        return EXIT_OK
     spark_conf: SparkConfig = conf.spark  # type: ignore[attr-defined]
     spark = build_session(spark_conf.master, spark_conf.app_name, spark_conf.conf, spark_conf.checkpoint_dir)
     try:

@@ -564,6 +564,20 @@ class TuneConfig(TrainConfig):
 # --------------------------------------------------------------------------- loading
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e6`` is a number, as a person means it (1.1 wants ``1.0e6``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _parse(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_config(path: str | Path | None, cls: type[T], overrides: list[str] | None = None) -> T:
     """Load ``path`` (YAML; None for defaults only), apply ``key=value`` overrides, validate.
 
@@ -578,7 +592,7 @@ def load_config(path: str | Path | None, cls: type[T], overrides: list[str] | No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = _parse(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(redact(f"{path}: not valid YAML: {err}")) from err
         if not isinstance(raw, dict):
@@ -589,8 +603,18 @@ def load_config(path: str | Path | None, cls: type[T], overrides: list[str] | No
     conf = _build(cls, raw, "", problems)
     if problems:
         where = f" in {path}" if path else ""
+        problems = [_blame(problem, overrides or []) for problem in problems]
         raise ConfigError(redact(f"invalid configuration{where}:\n  - " + "\n  - ".join(problems)))
     return conf
+
+
+def _blame(problem: str, overrides: list[str]) -> str:
+    """Name the ``--set`` a problem comes from, when its value was given on the command line (the last one wins)."""
+    for item in reversed(overrides):
+        key = item.partition("=")[0].strip()
+        if key and (problem.startswith(f"{key}:") or problem.startswith(f"{key}[")):
+            return f"{problem} (from --set {item})"
+    return problem
 
 
 def _apply_override(raw: dict[str, Any], item: str, problems: list[str]) -> None:
@@ -608,7 +632,7 @@ def _apply_override(raw: dict[str, Any], item: str, problems: list[str]) -> None
             problems.append(f"override {item!r}: {part!r} is not a section")
             return
         node = child
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    node[parts[-1]] = _parse(value) if value.strip() else None
 
 
 def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:

@@ -190,4 +190,17 @@ def test_spark_submit_wrapper_exits_2_on_a_bad_config(tmp_path):
                         "--set", "als.rnk=3", cwd=tmp_path)
     assert result.returncode == 2
     # spark-submit's PythonRunner merges the driver's stderr into its stdout
-    assert "als.rnk: unknown key (did you mean 'als.rank'?)" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "als.rnk: unknown key (did you mean 'als.rank'?)" in output
+    assert "(from --set als.rnk=3)" in output
+    # Refused by the wrapper's check before spark-submit: no JVM was started, no Spark log line printed.
+    assert "log4j" not in output and "SparkContext" not in output
+
+
+@pytest.mark.parametrize("job, conf", [("train", "demo"), ("nightly", "nightly"), ("tune", "tune"),
+                                       ("products", "products"), ("generate_data", "generate")])
+def test_every_job_accepts_the_wrappers_config_check(job, conf):
+    """spark-submit.sh runs ``jobs/<job>.py ... --check-config`` first: a valid config passes, exit 0, no Spark."""
+    result = subprocess.run([sys.executable, str(REPO / "jobs" / f"{job}.py"), "--conf", f"conf/{conf}.yaml",
+                             "--check-config"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

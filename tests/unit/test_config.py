@@ -87,3 +87,21 @@ def test_time_split_settings_are_checked_up_front():
         load_config(None, TrainConfig, ["split.strategy=time", "split.time_last_n=2", "data.timestamp_col=null"])
     conf = load_config(None, TrainConfig, ["split.strategy=time", "split.time_cutoff=2024-06-01"])
     assert conf.split.time_cutoff == "2024-06-01"
+
+
+def test_floats_in_exponent_notation_are_numbers_in_set_and_in_files(tmp_path):
+    """YAML 1.1 reads 1e6 as a string; a person means a number."""
+    path = tmp_path / "train.yaml"
+    path.write_text("warp:\n  item_alpha: 1e-6\n")
+    conf = load_config(path, TrainConfig, overrides=["warp.learning_rate=1e6", "als.reg_param=2.5E-3"])
+    assert (conf.warp.learning_rate, conf.warp.item_alpha, conf.als.reg_param) == (1e6, 1e-6, 2.5e-3)
+
+
+def test_a_bad_value_from_the_command_line_names_its_set(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("als:\n  rank: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, TrainConfig, overrides=["warp.no_components=0"])
+    text = str(err.value)
+    assert "warp.no_components: 0 is out of range; must be >= 1 (from --set warp.no_components=0)" in text
+    assert "als.rank: 0 is out of range; must be >= 1\n" in text + "\n"  # from the file: no --set named
