@@ -79,3 +79,34 @@ def is_empty_dir(spark: SparkSession, path: str) -> bool:
     if not fs.exists(hpath):
         return True
     return not fs.getFileStatus(hpath).isFile() and len(fs.listStatus(hpath)) == 0
+
+
+def data_files(spark: SparkSession, path: str) -> list[tuple[str, int]]:
+    """``(full path, size)`` of every file a Spark read of ``path`` (a file, folder or glob) would consider.
+
+    Recursive; skips the names Spark's file sources skip (``_SUCCESS``,
+    ``.crc`` files: a leading ``_`` or ``.``).
+    """
+    fs, hpath = _resolve(spark, path)
+    statuses = fs.globStatus(hpath) or []
+    found = []
+    for status in statuses:
+        if status.isFile():
+            found.append((str(status.getPath()), int(status.getLen())))
+            continue
+        it = fs.listFiles(status.getPath(), True)
+        while it.hasNext():
+            entry = it.next()
+            found.append((str(entry.getPath()), int(entry.getLen())))
+    return sorted((p, n) for p, n in found if not p.rsplit("/", 1)[-1].startswith(("_", ".")))
+
+
+def read_range(spark: SparkSession, path: str, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``path`` from ``offset`` (a Parquet magic number or footer: small reads only)."""
+    fs, hpath = _resolve(spark, path)
+    stream = fs.open(hpath)
+    try:
+        stream.seek(offset)
+        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream, length))
+    finally:
+        stream.close()

@@ -31,6 +31,7 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from recspark.data import fs
 from recspark.data.columns import ITEM_ID, REASON, TIMESTAMP, USER_ID, WEIGHT
 from recspark.errors import DataValidationError
 
@@ -162,11 +163,9 @@ def read_interactions(
     paths = [path] if isinstance(path, str) else list(path)
     try:
         raw = spark.read.parquet(*paths)
-    except PySparkException as err:
-        raise DataValidationError(
-            f"interactions: cannot read Parquet at {paths!r}: {str(err).splitlines()[0]}. "
-            "Check that the path (or glob) exists, is readable and holds Parquet files."
-        ) from err
+    except (Py4JJavaError, PySparkException) as err:
+        raise DataValidationError(f"interactions: cannot read Parquet at {paths!r}: "
+                                  f"{_unreadable_input(spark, paths, err)}") from None
 
     where = f"interactions at {paths!r}"
     fields = {f.name: f.dataType for f in raw.schema.fields}
@@ -337,8 +336,65 @@ def input_errors(where: str) -> Iterator[None]:
                        "changed between files. Rewrite the odd files with the usual types, or read the "
                        "days separately")
         else:
-            problem = "the file is not readable Parquet (corrupt or truncated); re-export or remove it"
+            spark = SparkSession.getActiveSession()
+            found = fs.data_files(spark, file.group(1)) if spark is not None and file else []
+            why = _not_parquet(spark, *found[0]) if found else ""
+            problem = f"the file is not readable Parquet ({why or 'corrupt'}); re-export or remove it"
         raise DataValidationError(f"{where}: cannot read {name}: {problem}.") from None
+
+
+#: Shown when more files than this are bad: the first ones, and how many.
+_FILES_NAMED = 5
+
+
+def _unreadable_input(spark: SparkSession, paths: list[str], err: Exception) -> str:
+    """Why Spark could not read the input, naming the file(s) and the fix (the failure path only: O(files) reads).
+
+    Spark's own message is a Java stack trace that names neither: a README or
+    CSV among the Parquet files, a file cut short by a failed copy, or
+    nanosecond timestamps (pandas' default), which Spark refuses.
+    """
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    files = [entry for p in paths for entry in fs.data_files(spark, p)]
+    if not files:
+        return (f"{first_line}. No data files found: check that the path (or glob) exists and is readable.")
+    bad = [f"{name} ({why})" for name, size in files for why in [_not_parquet(spark, name, size)] if why]
+    if bad:
+        more = f" and {len(bad) - _FILES_NAMED} more" if len(bad) > _FILES_NAMED else ""
+        return (f"{len(bad)} of {len(files)} files are not Parquet: {', '.join(bad[:_FILES_NAMED])}{more}. "
+                "Remove them from the folder or point data.path at the Parquet files only (a glob such as "
+                "'<folder>/*.parquet' works).")
+    if "TIMESTAMP(NANOS" in str(err):
+        name, size = files[0]
+        columns = _nanosecond_columns(spark, name, size)
+        which = f"column(s) {columns} of {name} hold" if columns else "a column holds"
+        return (f"{which} nanosecond timestamps (pandas' default), which Spark cannot read. Write them as "
+                "microseconds: df.to_parquet(path, coerce_timestamps='us', allow_truncated_timestamps=True) "
+                "(pyarrow: pq.write_table(..., coerce_timestamps='us')).")
+    return f"{first_line}. Check that the path (or glob) is readable and holds Parquet files."
+
+
+def _not_parquet(spark: SparkSession, name: str, size: int) -> str:
+    """Why ``name`` is not a Parquet file ('' when it looks like one): Parquet starts and ends with ``PAR1``."""
+    if size < 12:
+        return f"{size} bytes: too small to be Parquet"
+    if fs.read_range(spark, name, 0, 4) != b"PAR1":
+        return "does not start with the Parquet magic number: another format"
+    if fs.read_range(spark, name, size - 4, 4) != b"PAR1":
+        return "no Parquet footer: truncated (an interrupted copy?)"
+    return ""
+
+
+def _nanosecond_columns(spark: SparkSession, name: str, size: int) -> list[str]:
+    """Columns of Parquet file ``name`` stored as nanosecond timestamps, from its footer alone."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tail = fs.read_range(spark, name, size - 8, 8)
+    footer_length = int.from_bytes(tail[:4], "little")
+    footer = fs.read_range(spark, name, size - 8 - footer_length, footer_length)
+    schema = pq.read_schema(pa.BufferReader(b"PAR1" + footer + tail))
+    return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
 
 
 def _reason_column(has_raw_ts: bool) -> Column:

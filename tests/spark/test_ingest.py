@@ -193,7 +193,31 @@ def test_corrupt_or_truncated_file_is_a_data_error_naming_the_file(spark, tmp_pa
     _day(bad, ["4", "5", "6"])
     data = bad.read_bytes()
     bad.write_bytes(b"garbage" * 50 if damage == "garbage" else data[: len(data) // 2])
-    with pytest.raises(DataValidationError, match=r"part-1\.parquet: the file is not readable Parquet"):
+    why = "does not start with the Parquet magic" if damage == "garbage" else "no Parquet footer: truncated"
+    with pytest.raises(DataValidationError, match=rf"part-1\.parquet: the file is not readable Parquet \({why}"):
+        _read_and_validate(spark, tmp_path / "in", tmp_path)
+
+
+@pytest.mark.parametrize("name, content", [("README.md", b"# about this folder\n"),
+                                           ("export.csv", b"user_id,item_id,weight\n1,a,1.0\n" * 20)])
+def test_a_file_of_another_format_in_the_folder_is_named(spark, tmp_path, name, content):
+    """Spark's schema inference fails on it with a stack trace naming nothing; the error names the file."""
+    _day(tmp_path / "in" / "part-0.parquet", ["1", "2", "3"])
+    (tmp_path / "in" / name).write_bytes(content)
+    (tmp_path / "in" / "_SUCCESS").write_bytes(b"")  # skipped by Spark, not a bad file
+    with pytest.raises(DataValidationError, match=rf"1 of 2 files are not Parquet: \S*/in/{name} "):
+        _read_and_validate(spark, tmp_path / "in", tmp_path)
+
+
+def test_nanosecond_timestamps_name_the_column_and_the_fix(spark, tmp_path):
+    """pandas writes nanoseconds by default, which Spark 4 refuses."""
+    import pandas as pd
+
+    (tmp_path / "in").mkdir()
+    pd.DataFrame({"user_id": ["1"], "item_id": ["a"], "seen_at": pd.to_datetime(["2024-06-01 12:00:00.123456789"])}) \
+        .to_parquet(tmp_path / "in" / "part-0.parquet", index=False, coerce_timestamps=None)
+    with pytest.raises(DataValidationError, match=r"column\(s\) \['seen_at'\] of \S+part-0.parquet hold nanosecond "
+                                                  r"timestamps .* coerce_timestamps='us'"):
         _read_and_validate(spark, tmp_path / "in", tmp_path)
 
 
