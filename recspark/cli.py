@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import tempfile
 import traceback
 from collections.abc import Callable
 from typing import TypeVar
@@ -16,7 +18,7 @@ from typing import TypeVar
 from pyspark.sql import SparkSession
 
 from recspark.config import SparkConfig, load_config
-from recspark.errors import CandidateRejected, ConfigError, DataValidationError, ModelFitError
+from recspark.errors import CandidateRejected, ConfigError, DataValidationError, ModelFitError, raised_in_task
 from recspark.redact import redact
 from recspark.session import build_session
 
@@ -40,17 +42,27 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _keep_traceback(trace: str) -> str:
+    """Write ``trace`` (already redacted) to a file of its own in the temp folder; returns its path."""
+    handle, path = tempfile.mkstemp(prefix="recspark-error-", suffix=".log")
+    with os.fdopen(handle, "w") as out:
+        out.write(trace + "\n")
+    return path
+
+
 def run_job(argv: list[str] | None, description: str, config_cls: type[T],
             body: Callable[[SparkSession, T], None]) -> int:
     """Parse ``--conf PATH --set key=value ...``, run ``body(spark, conf)``, return an exit code.
 
     Exit codes: 0 ok, 2 invalid config, 3 invalid data, 4 model fit failed,
-    5 candidate rejected by the nightly quality gate, 1 anything unexpected (with its traceback).
+    5 candidate rejected by the nightly quality gate, 1 anything unexpected (a bug: one paragraph on
+    the console, the traceback in a file it names, or printed with ``--debug``).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--conf", help="YAML config file (defaults apply to what it omits)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set als.rank=64 (repeatable)")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the config and exit (0 valid, 2 invalid) without starting Spark; "
                              "spark-submit.sh runs this before it launches the JVM")
@@ -66,7 +78,10 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
     spark_conf: SparkConfig = conf.spark  # type: ignore[attr-defined]
     spark = build_session(spark_conf.master, spark_conf.app_name, spark_conf.conf, spark_conf.checkpoint_dir)
     try:
-        body(spark, conf)
+        try:
+            body(spark, conf)
+        except Exception as err:  # a recspark error raised inside a Spark task arrives wrapped
+            raise (raised_in_task(err) or err) from err
     except ConfigError as err:
         log.error("%s", redact(str(err)))
         return EXIT_CONFIG
@@ -79,8 +94,15 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
     except CandidateRejected as err:
         log.error("candidate not promoted: %s", redact(str(err)))
         return EXIT_REJECTED
-    except Exception:  # noqa: BLE001 - keep the traceback (credentials redacted), distinct exit code
-        log.error("job failed\n%s", redact(traceback.format_exc()).rstrip())
+    except Exception as err:  # noqa: BLE001 - a bug: one paragraph on the console, the traceback kept
+        trace = redact(traceback.format_exc()).rstrip()
+        if args.debug:
+            log.error("job failed (unexpected error)\n%s", trace)
+        else:
+            kept = _keep_traceback(trace)
+            first = redact(str(err)).strip().splitlines()
+            log.error("job failed (unexpected error, exit 1): %s: %s. The traceback is in %s (or run with "
+                      "--debug to print it).", type(err).__name__, first[0] if first else "", kept)
         return EXIT_UNEXPECTED
     finally:
         spark.stop()

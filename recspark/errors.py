@@ -4,6 +4,10 @@ They subclass ``ValueError``/``RuntimeError`` so callers can catch broadly or
 precisely; jobs map them to exit codes.
 """
 
+from __future__ import annotations
+
+import re
+
 
 class RecsparkError(Exception):
     """Base class of every error recspark raises on purpose."""
@@ -23,3 +27,22 @@ class ModelFitError(RecsparkError, RuntimeError):
 
 class CandidateRejected(RecsparkError, RuntimeError):
     """A nightly candidate was trained but failed the quality gate; the champion stays (exit code 5)."""
+
+
+_RAISED = re.compile(r"^recspark\.errors\.(\w+): (.*)$", re.M)
+
+
+def raised_in_task(err: BaseException) -> RecsparkError | None:
+    """The recspark error a Spark task raised, rebuilt on the driver; None when it was something else.
+
+    Spark hands a task's exception to the driver as a Java error whose text
+    holds the Python traceback; its last ``recspark.errors.X: message`` line
+    is the error (e.g. the kernel's ModelFitError when WARP diverges), so a job
+    can exit with that error's code instead of 1.
+    """
+    found = _RAISED.findall(str(err))
+    if not found:
+        return None
+    name, message = found[-1]
+    cls = {c.__name__: c for c in RecsparkError.__subclasses__()}.get(name)
+    return cls(message) if cls is not None else None

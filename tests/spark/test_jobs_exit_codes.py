@@ -93,3 +93,36 @@ def test_output_dir_holding_the_input_and_notes_is_refused_and_kept(tmp_path):
     assert f"output.dir={folder} contains data.path" in output
     assert "Traceback" not in output
     assert tree_bytes(folder) == before
+
+
+def test_a_readme_in_the_input_folder_exits_3_naming_it(tmp_path):
+    (tmp_path / "in").mkdir()
+    pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "weight": [1.0], "timestamp": pd.to_datetime(["2024-01-01"])}) \
+        .to_parquet(tmp_path / "in" / "part-0.parquet", index=False, coerce_timestamps="us")
+    (tmp_path / "in" / "README.md").write_text("exported nightly by the warehouse\n")
+    result = submit(tmp_path, "data.generate=null", f"data.path={tmp_path}/in")
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output[-3000:]
+    assert "README.md" in output and "not Parquet" in output
+    assert "Traceback" not in output  # (Spark's own log4j still logs the failed task's Java trace at WARN)
+
+
+def test_a_diverging_warp_fit_exits_4_naming_the_learning_rate(tmp_path):
+    """The kernel raises ModelFitError inside a Spark task; the job still exits 4, not 1."""
+    result = submit(tmp_path, "data.generate.n_users=2000", "data.generate.n_items=400",
+                    "data.generate.n_interactions=40000", "als.enabled=false",
+                    "warp.learning_rate=1e30", "warp.epochs=2", "warp.eval_every=0", "warp.train_metrics=false",
+                    "features.items.sources=[]", "features.users.sources=[]")
+    output = result.stdout + result.stderr
+    assert result.returncode == 4, output[-3000:]
+    assert "model fit failed" in output and "learning_rate" in output
+
+
+def test_an_unexpected_error_exits_1_with_one_paragraph_and_the_traceback_in_a_file(tmp_path):
+    result = submit(tmp_path, "mlflow.tracking_uri=nosuchscheme://host/db")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    line = next(x for x in output.splitlines() if "job failed (unexpected error, exit 1)" in x)
+    kept = Path(line.split("The traceback is in ")[1].split(" (or run with")[0])
+    assert "Traceback (most recent call last)" in kept.read_text()
+    assert "Traceback (most recent call last)" not in output
