@@ -57,6 +57,8 @@ class DataConfig:
     timestamp_col: str | None = "timestamp"
     timestamp_format: str | None = None
     max_reject_fraction: float = _bounded(0.01, ge=0.0, le=1.0)
+    # Rows of weight 0 are rejects (reason zero_weight) unless kept: a 0 usually means "no interaction".
+    keep_zero_weight: bool = False
     dedupe: Literal["sum", "max", "count", "binary"] = "sum"
     min_user_interactions: int = _bounded(5, ge=1)
     min_item_interactions: int = _bounded(5, ge=1)

@@ -46,11 +46,12 @@ TIMESTAMP_RAW = "timestamp_raw"
 #: under the first one only, so the counts add up to ``rows_rejected``.
 #: ``-inf`` is reported as ``infinite_weight`` (it comes before ``negative_weight``).
 REJECT_REASONS: tuple[str, ...] = (
-    "missing_user_id",  # null, empty or whitespace-only user id
-    "missing_item_id",  # null, empty or whitespace-only item id
+    "missing_user_id",  # null, or nothing visible: whitespace (any Unicode space, tab, NBSP) and invisible
+    "missing_item_id",  # characters (zero-width space, BOM, controls) only -- an id nobody typed
     "missing_weight",  # null or NaN weight
     "infinite_weight",  # +inf or -inf
     "negative_weight",  # weight < 0
+    "zero_weight",  # weight == 0: no interaction (kept with data.keep_zero_weight)
     "unparseable_timestamp",  # raw timestamp present but could not be parsed
 )
 
@@ -200,6 +201,7 @@ def validate_interactions(
     *,
     rejects_path: str,
     max_reject_fraction: float = 0.01,
+    keep_zero_weight: bool = False,
     config_prefix: str = "",
 ) -> tuple[DataFrame, RejectReport]:
     """Tag bad rows with a reason, write them to ``rejects_path``, and count them.
@@ -227,6 +229,10 @@ def validate_interactions(
         Largest tolerated ``rows_rejected / rows_read``; above it the run
         fails, because a sudden rise in bad rows usually means an upstream
         schema or export change, not noise.
+    keep_zero_weight : bool, default False
+        Keep rows of weight 0 instead of rejecting them as ``zero_weight``
+        (a 0 usually means "no interaction": an export that writes the
+        whole matrix, or a play counter never incremented).
     config_prefix : str, default ""
         Prefix of the setting in the job config (e.g. ``"data."``), so the
         error names the exact key to change.
@@ -251,7 +257,7 @@ def validate_interactions(
             f"{config_prefix}max_reject_fraction={max_reject_fraction!r} must be in [0, 1]."
         )
     has_raw_ts = TIMESTAMP_RAW in df.columns
-    reason = _reason_column(has_raw_ts)
+    reason = _reason_column(has_raw_ts, keep_zero_weight)
     tagged = df.withColumn(REASON, reason)
 
     # A unique name: observations are matched to queries by name.
@@ -397,16 +403,22 @@ def _nanosecond_columns(spark: SparkSession, name: str, size: int) -> list[str]:
     return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
 
 
-def _reason_column(has_raw_ts: bool) -> Column:
+#: Characters that leave an id looking empty: Unicode separators, controls, format characters (Java regex).
+_INVISIBLE = r"[\s\p{Z}\p{Cc}\p{Cf}]"
+
+
+def _reason_column(has_raw_ts: bool, keep_zero_weight: bool) -> Column:
     """First failing check of :data:`REJECT_REASONS` (null when the row is good)."""
     user, item, weight = F.col(USER_ID), F.col(ITEM_ID), F.col(WEIGHT)
     checks: list[tuple[str, Column]] = [
-        ("missing_user_id", user.isNull() | (F.trim(user) == "")),
-        ("missing_item_id", item.isNull() | (F.trim(item) == "")),
+        ("missing_user_id", user.isNull() | (F.regexp_replace(user, _INVISIBLE, "") == "")),
+        ("missing_item_id", item.isNull() | (F.regexp_replace(item, _INVISIBLE, "") == "")),
         ("missing_weight", weight.isNull() | F.isnan(weight)),
         ("infinite_weight", weight.isin(float("inf"), float("-inf"))),
         ("negative_weight", weight < 0),
     ]
+    if not keep_zero_weight:
+        checks.append(("zero_weight", weight == 0))
     if has_raw_ts:
         checks.append(
             ("unparseable_timestamp", F.col(TIMESTAMP_RAW).isNotNull() & F.col(TIMESTAMP).isNull())

@@ -71,7 +71,8 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
                                 weight_col=data.weight_col, timestamp_col=data.timestamp_col,
                                 timestamp_format=data.timestamp_format)
         clean, report = validate_interactions(raw, rejects_path=paths["rejects"],
-                                              max_reject_fraction=data.max_reject_fraction, config_prefix="data.")
+                                              max_reject_fraction=data.max_reject_fraction,
+                                              keep_zero_weight=data.keep_zero_weight, config_prefix="data.")
         counts.update(report.as_metrics())
     with timer.stage("filter"):
         deduped = deduplicate(clean, how=data.dedupe)

@@ -115,6 +115,9 @@ BAD = {
     "inf_weight": ("u", "inf_weight", math.inf, None, "infinite_weight"),
     "neg_inf_weight": ("u", "neg_inf_weight", -math.inf, None, "infinite_weight"),
     "negative_weight": ("u", "negative_weight", -0.5, None, "negative_weight"),
+    "zero_weight": ("u", "zero_weight", 0.0, None, "zero_weight"),
+    "invisible_user": ("\t\u00a0\u200b\ufeff", "invisible_user", 1.0, None, "missing_user_id"),
+    "invisible_item": ("u", "\u2003\u200b", 1.0, None, "missing_item_id"),
     "bad_time": ("u", "bad_time", 1.0, "not a time", "unparseable_timestamp"),
     "two_problems": (None, "two_problems", -1.0, "not a time", "missing_user_id"),
 }
@@ -131,9 +134,9 @@ def test_validate_gives_each_bad_row_its_reason_and_counts_them(spark, tmp_path)
     clean, report = validate_interactions(df, rejects_path=str(tmp_path / "rej"), max_reject_fraction=1.0)
 
     assert report.counts == {r: sum(b[4] == r for b in BAD.values()) for r in REJECT_REASONS}
-    assert report.rows_read == 13 and report.rows_rejected == 11 and report.rows_kept == 2
-    assert report.fraction == pytest.approx(11 / 13)
-    assert report.as_metrics()["rejects_missing_user_id"] == 3
+    assert report.rows_read == 16 and report.rows_rejected == 14 and report.rows_kept == 2
+    assert report.fraction == pytest.approx(14 / 16)
+    assert report.as_metrics()["rejects_missing_user_id"] == 4
     assert sorted(r[ITEM_ID] for r in clean.collect()) == ["good1", "good2"]
     assert clean.columns == [USER_ID, ITEM_ID, WEIGHT, TIMESTAMP]
 
@@ -145,6 +148,12 @@ def test_validate_gives_each_bad_row_its_reason_and_counts_them(spark, tmp_path)
         for b in BAD.values()
     }
     assert got == expected  # original values as strings, one reason each
+
+
+def test_zero_weights_are_kept_when_asked(spark, tmp_path):
+    df = _interactions(spark, tmp_path, [*GOOD, ("u", "zero", 0.0, None)])
+    clean, report = validate_interactions(df, rejects_path=str(tmp_path / "rej"), keep_zero_weight=True)
+    assert report.rows_rejected == 0 and sorted(r[ITEM_ID] for r in clean.collect()) == ["good1", "good2", "zero"]
 
 
 def test_validate_without_rejects_writes_empty_dataset(spark, tmp_path):
