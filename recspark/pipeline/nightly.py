@@ -53,22 +53,20 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.config import NightlyConfig
-from recspark.data.columns import FEATURES, ITEM_ID, ITEM_IDX, SCORE, USER_ID, USER_IDX, WEIGHT
-from recspark.data.features import FeatureMatrix, build_feature_matrix
+from recspark.data.columns import FEATURES, ITEM_ID, ITEM_IDX, SCORE, USER_ID, USER_IDX
+from recspark.data.features import FeatureMatrix
 from recspark.data.indexing import load_id_map
 from recspark.errors import CandidateRejected
 from recspark.evaluation.ranking import evaluate, recommend, with_original_ids
-from recspark.models.als import factor_frames, fit_als
 from recspark.models.baselines import PopularityScorer
+from recspark.models.fit import FittedModel, fit_als, fit_warp, side_feature_matrices
 from recspark.models.scoring import FactorScorer, Scorer
 from recspark.models.warp.estimator import RankingFMModel
 from recspark.models.warp.state import SideParams
-from recspark.models.weights import transformed_weight
 from recspark.pipeline import publish
 from recspark.pipeline.outputs import claim_root, protected_paths
 from recspark.pipeline.prepare import PreparedData, prepare_matrix
 from recspark.pipeline.timing import StageTimer
-from recspark.pipeline.train import warp_estimator
 from recspark.tracking import registry
 from recspark.tracking.mlflow_log import log_config, log_metrics, log_params, mlflow_run
 
@@ -98,16 +96,10 @@ class NightlySummary:
 
 @dataclass
 class Candidate:
-    """Tonight's model as arrays over the new index space, plus its users' factors (in Spark)."""
+    """Tonight's model over the new index space, and whether it continued the champion."""
 
-    item_vectors: npt.NDArray[np.float32]  # [n_items, k]
-    item_bias: npt.NDArray[np.float32]  # [n_items]
-    user_factors: DataFrame  # user_idx, features
-    warp: RankingFMModel | None = None  # kept for the next night's warm start
+    fit: FittedModel
     warm_started: bool = False
-    # WARP with user side features: their names and embeddings (a new user is the sum of theirs).
-    user_feature_names: list[str] = field(default_factory=list)
-    user_feature_vectors: npt.NDArray[np.float32] | None = None
 
 
 def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
@@ -134,8 +126,9 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
         catalogue = catalogue_mask(train, test, matrix.n_items)
         candidate = fit_candidate(spark, conf, prepared, base_dir, run_dir, timer)
         log_params({"nightly.warm_start_used": candidate.warm_started})
-        scorer = FactorScorer(candidate.item_vectors, candidate.user_factors,
-                              item_bias=np.where(catalogue, candidate.item_bias, EXCLUDED_SCORE))
+        fit = candidate.fit
+        scorer = FactorScorer(fit.item_vectors, fit.user_factors,
+                              item_bias=np.where(catalogue, fit.item_bias, EXCLUDED_SCORE))
         with timer.stage("evaluate"):
             popularity = PopularityScorer.fit(train, matrix.n_items)
             metrics = evaluate_on_holdout(conf, train, test, {"candidate": scorer, "popularity": popularity},
@@ -161,9 +154,7 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
         log_metrics(timer.metrics())
         scorer.unpersist()
         popularity.unpersist()
-        if candidate.warp is not None:
-            candidate.warp.state.unpersist()
-        candidate.user_factors.unpersist()
+        fit.close()
         train.unpersist()
         test.unpersist()
         summary = NightlySummary(run.info.run_id, date, run_dir, version.version, promoted, reason,
@@ -214,38 +205,21 @@ def fit_candidate(spark: SparkSession, conf: NightlyConfig, prepared: PreparedDa
     matrix = prepared.matrix
     if conf.model == "als":
         with timer.stage("als_fit"):
-            users, items = factor_frames(fit_als(matrix.train, conf.als))
-            users = users.cache()
-            arrays = FactorScorer.from_dataframes(users, items, matrix.n_items)
-            vectors = arrays.item_vectors
-            arrays.unpersist()
-        return Candidate(vectors, np.zeros(matrix.n_items, np.float32), users)
+            return Candidate(fit_als(matrix.train, conf.als, matrix.n_items))
     user_map = load_id_map(spark, prepared.paths["id_maps/users"])
     item_map = load_id_map(spark, prepared.paths["id_maps/items"])
-    item_features = None
-    if conf.features.items.sources:
-        item_features = build_feature_matrix(spark, conf.features.items, item_map, ITEM_ID, ITEM_IDX,
-                                             matrix.n_items, f"{run_dir}/rejects")
-        log_metrics({"features_item_total": item_features.n_features})
-    user_features = None
-    if conf.features.users.sources:
-        user_features = build_feature_matrix(spark, conf.features.users, user_map, USER_ID, USER_IDX,
-                                             matrix.n_users, f"{run_dir}/rejects", side="user", collect=False)
-        log_metrics({"features_user_total": user_features.n_features})
+    features = side_feature_matrices(spark, conf.features, user_map, item_map, matrix.n_users, matrix.n_items,
+                                     f"{run_dir}/rejects")
+    log_metrics(features.metrics())
     init = None
     if conf.warm_start and base_dir:
         init = warm_start_model(spark, f"{base_dir}/model/warp", conf, user_map, item_map, matrix.n_users,
-                                matrix.n_items, item_features, user_features)
-    weighted = matrix.train.select(USER_IDX, ITEM_IDX, transformed_weight(conf.warp.sample_weight).alias(WEIGHT))
+                                matrix.n_items, features.items, features.users)
     with timer.stage("warp_fit"):
-        model = warp_estimator(conf.warp).fit_indexed(
-            weighted, user_map, item_map, n_users=matrix.n_users, n_items=matrix.n_items, init=init,
-            item_features=item_features, user_features=user_features,
-            on_epoch=lambda epoch, stats, _: log_metrics({"mean_loss": stats["mean_loss"]}, "warp_", epoch))
-    vectors, biases = model.state.item_representations()
-    shared = model.state.user_shared
-    return Candidate(vectors, biases, model.user_factors_indexed().cache(), model, init is not None,
-                     model.user_feature_names, shared.embeddings if shared is not None else None)
+        fit = fit_warp(matrix.train, conf.warp, user_map, item_map, matrix.n_users, matrix.n_items,
+                       features=features, init=init,
+                       on_epoch=lambda epoch, stats, _: log_metrics({"mean_loss": stats["mean_loss"]}, "warp_", epoch))
+    return Candidate(fit, init is not None)
 
 
 def warm_start_model(spark: SparkSession, champion_path: str, conf: NightlyConfig, user_map: DataFrame,
@@ -334,16 +308,17 @@ def save_run(spark: SparkSession, conf: NightlyConfig, prepared: PreparedData, c
     """
     user_map = load_id_map(spark, prepared.paths["id_maps/users"])
     item_map = load_id_map(spark, prepared.paths["id_maps/items"])
-    users = candidate.user_factors.select(USER_IDX, FEATURES)
+    fit = candidate.fit
+    users = fit.user_factors.select(USER_IDX, FEATURES)
     users.join(user_map, USER_IDX).select(USER_ID, USER_IDX, FEATURES).write.parquet(f"{run_dir}/model/user_factors")
     items = spark.createDataFrame(
-        pd.DataFrame({ITEM_IDX: np.arange(len(candidate.item_bias), dtype=np.int32),
-                      FEATURES: list(candidate.item_vectors), "bias": candidate.item_bias}),
+        pd.DataFrame({ITEM_IDX: np.arange(len(fit.item_bias), dtype=np.int32),
+                      FEATURES: list(fit.item_vectors), "bias": fit.item_bias}),
         f"{ITEM_IDX} int, {FEATURES} array<float>, bias float")
     items.join(item_map, ITEM_IDX).select(ITEM_ID, ITEM_IDX, FEATURES, "bias") \
         .write.parquet(f"{run_dir}/model/item_factors")
-    if candidate.warp is not None:
-        candidate.warp.save(f"{run_dir}/model/warp")
+    if fit.warp is not None:
+        fit.save(f"{run_dir}/model/warp")
     recs = recommend(scorer, seen, k=conf.evaluation.recommend_k).where(F.col(SCORE) > EXCLUDED_SCORE / 2)
     with_original_ids(recs, user_map, item_map).write.parquet(f"{run_dir}/recommendations")
 
@@ -356,15 +331,16 @@ def pyfunc_arrays(prepared: PreparedData, candidate: Candidate, catalogue: npt.N
     column order, and the user feature embeddings). The per-user part is
     :func:`write_pyfunc_users`.
     """
-    spark = candidate.user_factors.sparkSession
+    fit = candidate.fit
+    spark = fit.user_factors.sparkSession
     items = load_id_map(spark, prepared.paths["id_maps/items"]).toPandas().sort_values(ITEM_IDX)
     columns = np.flatnonzero(catalogue)
-    features = candidate.user_feature_vectors
+    names, features = fit.user_feature_embeddings()
     if features is None:
-        features = np.zeros((0, candidate.item_vectors.shape[1]), np.float32)
-    return {"item_ids": items[ITEM_ID].to_numpy()[columns], "item_vectors": candidate.item_vectors[columns],
-            "item_bias": candidate.item_bias[columns], "popularity": popularity[columns],
-            "user_feature_names": candidate.user_feature_names, "user_feature_vectors": features}
+        features = np.zeros((0, fit.item_vectors.shape[1]), np.float32)
+    return {"item_ids": items[ITEM_ID].to_numpy()[columns], "item_vectors": fit.item_vectors[columns],
+            "item_bias": fit.item_bias[columns], "popularity": popularity[columns],
+            "user_feature_names": names, "user_feature_vectors": features}
 
 
 def write_pyfunc_users(prepared: PreparedData, candidate: Candidate, catalogue: npt.NDArray[np.bool_],
@@ -378,14 +354,14 @@ def write_pyfunc_users(prepared: PreparedData, candidate: Candidate, catalogue: 
     only the O(items) item -> column map is broadcast, nothing per user
     reaches the driver. MLflow copies the folder into the model as files.
     """
-    spark = candidate.user_factors.sparkSession
+    spark = candidate.fit.user_factors.sparkSession
     columns = np.flatnonzero(catalogue)
     column_of = spark.createDataFrame(
         pd.DataFrame({ITEM_IDX: columns.astype(np.int32), "column": np.arange(len(columns), dtype=np.int32)}),
         f"{ITEM_IDX} int, column int")
     seen_columns = (seen.join(F.broadcast(column_of), ITEM_IDX).groupBy(USER_IDX)
                     .agg(F.array_sort(F.collect_set("column")).alias("seen")))
-    users = (candidate.user_factors.select(USER_IDX, F.col(FEATURES).cast("array<float>").alias("vector"))
+    users = (candidate.fit.user_factors.select(USER_IDX, F.col(FEATURES).cast("array<float>").alias("vector"))
              .join(load_id_map(spark, prepared.paths["id_maps/users"]), USER_IDX)
              .join(seen_columns, USER_IDX, "left")
              .select(USER_ID, "vector", F.coalesce("seen", F.array().cast("array<int>")).alias("seen")))

@@ -143,7 +143,7 @@ def run_search(spark: SparkSession, conf: TuneConfig) -> SearchResult:
     run_name = conf.mlflow.run_name or f"tune-{search.model}-{search.strategy}"
     with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=run_name) as run:
         log_config(conf)
-        prepared = prepare_matrix(spark, conf.data, conf.split, staged.staging, timer)
+        prepared = prepare_matrix(spark, conf.data, conf.split, staged.staging, timer, features=conf.features)
         log_metrics(prepared.counts)
         result = search_matrix(spark, conf, prepared.matrix, f"{staged.staging}/id_maps", staged.staging, run.info,
                                timer)
