@@ -24,7 +24,7 @@ Steps (one MLflow run, ``nightly-<date>``):
    per-user table is written by Spark (:func:`write_pyfunc_users`) and copied
    into the model as files: only item-side arrays are built on the driver.
 6. **Publish** when promoted: switch ``<root>/_CURRENT`` to this run's folder
-   (atomic rename, :mod:`recspark.pipeline.publish`), then move the
+   (atomic rename, :mod:`recspark.runs.publish`), then move the
    ``champion`` alias. When rejected neither moves, the version and the run
    are tagged with the reason, and :class:`~recspark.errors.CandidateRejected`
    is raised after the MLflow run is closed (the job exits 5).
@@ -63,10 +63,10 @@ from recspark.models.fit import FittedModel, fit_als, fit_warp, side_feature_mat
 from recspark.models.scoring import FactorScorer, Scorer
 from recspark.models.warp.estimator import RankingFMModel
 from recspark.models.warp.state import SideParams
-from recspark.pipeline import publish
-from recspark.pipeline.outputs import claim_root, protected_paths
 from recspark.pipeline.prepare import PreparedData, prepare_matrix
-from recspark.pipeline.timing import StageTimer
+from recspark.runs import publish
+from recspark.runs.outputs import claim_root, protected_paths
+from recspark.runs.timing import StageTimer
 from recspark.tracking import registry
 from recspark.tracking.mlflow_log import log_config, log_metrics, log_params, mlflow_run
 

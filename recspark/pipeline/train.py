@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -17,15 +16,15 @@ from pyspark.sql import functions as F
 
 from recspark.config import TrainConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
-from recspark.data.indexing import load_id_map
 from recspark.evaluation.ranking import evaluate, evaluate_cold_items, recommend, with_original_ids
 from recspark.models.baselines import PopularityScorer, RandomScorer
 from recspark.models.fit import fit_als, fit_warp, side_feature_matrices, state_scorer
 from recspark.models.scoring import FactorScorer, Scorer
 from recspark.models.warp.trainer import WarpState
-from recspark.pipeline.outputs import StagedOutput, protected_paths
 from recspark.pipeline.prepare import PreparedData, ensure_input, prepare_matrix
-from recspark.pipeline.timing import StageTimer
+from recspark.runs.outputs import StagedOutput, protected_paths
+from recspark.runs.report import RunSummary
+from recspark.runs.timing import StageTimer
 from recspark.tracking.mlflow_log import (
     log_config,
     log_dict_artifact,
@@ -39,20 +38,6 @@ from recspark.tracking.mlflow_log import (
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RunSummary:
-    """What a run produced: for the console summary and for tests."""
-
-    run_id: str
-    experiment: str
-    tracking_uri: str
-    out_dir: str
-    counts: dict[str, float]
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric -> value
-    timings: dict[str, float] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
-
-
 class _Context:
     """Shared state of one run: the config, matrix, id maps, timer and summary being filled."""
 
@@ -63,8 +48,7 @@ class _Context:
         self.test = prepared.matrix.test
         self.n_items = prepared.matrix.n_items
         self.curves: dict[str, list[tuple[int, float]]] = {}
-        self.user_map = load_id_map(spark, prepared.paths["id_maps/users"])
-        self.item_map = load_id_map(spark, prepared.paths["id_maps/items"])
+        self.user_map, self.item_map = prepared.id_maps(spark)
         # split.strategy cold_items: the held-out items (O(items) on the driver), ranked among themselves.
         self.cold_items = (np.array(sorted(r[0] for r in self.test.select(ITEM_IDX).distinct().collect()))
                            if conf.split.strategy == "cold_items" else None)
@@ -232,7 +216,7 @@ def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
     with mlflow_run(conf.mlflow, spark_version=spark.version) as run:
         log_config(conf)
         # Everything is written under the staging directory and published at the end in one
-        # rename, so a killed run never leaves old and new outputs mixed (pipeline/outputs.py).
+        # rename, so a killed run never leaves old and new outputs mixed (runs/outputs.py).
         out_dir = staged.staging
         prepared = prepare_matrix(spark, conf.data, conf.split, out_dir, timer, features=conf.features)
         log_metrics(prepared.counts)

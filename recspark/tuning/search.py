@@ -36,9 +36,9 @@ from recspark.config import SearchConfig, TuneConfig, to_dict, with_values
 from recspark.data import fs
 from recspark.data.matrix import InteractionMatrix
 from recspark.errors import ModelFitError
-from recspark.pipeline.outputs import StagedOutput, protected_paths
+from recspark.runs.outputs import StagedOutput, protected_paths
 from recspark.pipeline.prepare import ensure_input, prepare_matrix
-from recspark.pipeline.timing import StageTimer
+from recspark.runs.timing import StageTimer
 from recspark.redact import REDACTED, redact
 from recspark.tracking.mlflow_log import log_config, log_dict_artifact, log_metrics, mlflow_run, resolve_tracking_uri
 from recspark.tuning.objective import Objective, SearchData, TrialRecord

@@ -27,7 +27,8 @@ from recspark import cli
 from recspark.config import NightlyConfig, load_config
 from recspark.data.synthetic import SyntheticSpec, interactions_frame
 from recspark.errors import ConfigError
-from recspark.pipeline import nightly, publish
+from recspark.pipeline import nightly
+from recspark.runs import publish
 from recspark.tracking import registry
 
 REPO = Path(__file__).resolve().parents[2]
