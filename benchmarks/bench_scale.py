@@ -204,7 +204,7 @@ def stage_at(log_text: str, when: float) -> str:
     clock = time.localtime(when)
     target = clock.tm_hour * 3600 + clock.tm_min * 60 + clock.tm_sec
     current = "startup"
-    for hh, mm, ss, name in re.findall(r"^(\d\d):(\d\d):(\d\d) INFO recspark\.pipeline\.timing: stage (\S+): started",
+    for hh, mm, ss, name in re.findall(r"^(\d\d):(\d\d):(\d\d) INFO recspark\.runs\.timing: stage (\S+): started",
                                        log_text, re.MULTILINE):
         if int(hh) * 3600 + int(mm) * 60 + int(ss) > target:
             break

@@ -74,7 +74,7 @@ def best_so_far(trials: list) -> list[float | None]:
 def run_one(spark, conf, matrix_dir: str, scratch: str) -> dict:
     """One search on the prepared matrix, in its own MLflow run; what the tables need."""
     from recspark.data.matrix import read_matrix
-    from recspark.pipeline.timing import StageTimer
+    from recspark.runs.timing import StageTimer
     from recspark.tracking.mlflow_log import mlflow_run
     from recspark.tuning.search import search_matrix
 
@@ -139,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     from recspark.config import TuneConfig, load_config, with_values
     from recspark.data.synthetic import SyntheticSpec, generate_if_missing
     from recspark.pipeline.prepare import prepare_matrix
-    from recspark.pipeline.timing import StageTimer
+    from recspark.runs.timing import StageTimer
     from recspark.session import build_session
 
     configure_logging()
-    for noisy in ("recspark.evaluation", "recspark.models", "recspark.pipeline.timing", "optuna"):
+    for noisy in ("recspark.evaluation", "recspark.models", "recspark.runs.timing", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     root = args.cache_dir / f"tune-{args.rows}"
     overrides = [f"data.path={root}/data/interactions", "data.generate=null", f"output.dir={root}/out",

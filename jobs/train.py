@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 
 from recspark.cli import run_job
 from recspark.config import TrainConfig
-from recspark.pipeline.report import format_summary
+from recspark.runs.report import format_summary
 from recspark.pipeline.train import run_training
 
 

@@ -58,7 +58,7 @@ def build_als(conf: AlsConfig, max_iter: int | None = None) -> ALS:
     return als
 
 
-def fit_als(train: DataFrame, conf: AlsConfig, max_iter: int | None = None) -> ALSModel:
+def fit_spark_als(train: DataFrame, conf: AlsConfig, max_iter: int | None = None) -> ALSModel:
     """Fit ALS on indexed train interactions (``user_idx``, ``item_idx``, ``weight``)."""
     log.info("ALS: rank=%d regParam=%g alpha=%g maxIter=%d", conf.rank, conf.reg_param, conf.alpha,
              max_iter or conf.max_iter)

@@ -25,7 +25,7 @@ from recspark.data.matrix import InteractionMatrix, read_matrix, write_matrix
 from recspark.data.split import check_disjoint, holdout_split, item_holdout_split, time_split
 from recspark.data.synthetic import generate_if_missing
 from recspark.errors import ConfigError
-from recspark.pipeline.timing import StageTimer
+from recspark.runs.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ class PreparedData:
     threshold_passes: list[ThresholdPass]
     counts: dict[str, float] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
+
+    def id_maps(self, spark: SparkSession) -> tuple[DataFrame, DataFrame]:
+        """The ``(users, items)`` id maps this run wrote, read back once for everything that needs ids."""
+        return load_id_map(spark, self.paths["id_maps/users"]), load_id_map(spark, self.paths["id_maps/items"])
 
 
 def ensure_input(spark: SparkSession, data: DataConfig) -> None:

@@ -9,26 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import TrainConfig, WarpConfig
-from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
-from recspark.data.features import FeatureMatrix, build_feature_matrix
-from recspark.data.indexing import load_id_map
+from recspark.config import TrainConfig
+from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
 from recspark.evaluation.ranking import evaluate, evaluate_cold_items, recommend, with_original_ids
-from recspark.models.als import factor_frames, fit_als
 from recspark.models.baselines import PopularityScorer, RandomScorer
-from recspark.models.weights import transformed_weight
+from recspark.models.fit import fit_als, fit_warp, side_feature_matrices, state_scorer
 from recspark.models.scoring import FactorScorer, Scorer
-from recspark.models.warp.estimator import RankingFM
 from recspark.models.warp.trainer import WarpState
-from recspark.pipeline.outputs import StagedOutput, protected_paths
 from recspark.pipeline.prepare import PreparedData, ensure_input, prepare_matrix
-from recspark.pipeline.timing import StageTimer
+from recspark.runs.outputs import StagedOutput, protected_paths
+from recspark.runs.report import RunSummary
+from recspark.runs.timing import StageTimer
 from recspark.tracking.mlflow_log import (
     log_config,
     log_dict_artifact,
@@ -42,20 +38,6 @@ from recspark.tracking.mlflow_log import (
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RunSummary:
-    """What a run produced: for the console summary and for tests."""
-
-    run_id: str
-    experiment: str
-    tracking_uri: str
-    out_dir: str
-    counts: dict[str, float]
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric -> value
-    timings: dict[str, float] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
-
-
 class _Context:
     """Shared state of one run: the config, matrix, id maps, timer and summary being filled."""
 
@@ -66,8 +48,7 @@ class _Context:
         self.test = prepared.matrix.test
         self.n_items = prepared.matrix.n_items
         self.curves: dict[str, list[tuple[int, float]]] = {}
-        self.user_map = load_id_map(spark, prepared.paths["id_maps/users"])
-        self.item_map = load_id_map(spark, prepared.paths["id_maps/items"])
+        self.user_map, self.item_map = prepared.id_maps(spark)
         # split.strategy cold_items: the held-out items (O(items) on the driver), ranked among themselves.
         self.cold_items = (np.array(sorted(r[0] for r in self.test.select(ITEM_IDX).distinct().collect()))
                            if conf.split.strategy == "cold_items" else None)
@@ -135,36 +116,24 @@ def run_als(ctx: _Context) -> None:
     for iterations in sorted(set(conf.learning_curve)):
         if iterations == conf.max_iter:
             continue  # the final fit below gives this point
-        with ctx.timer.stage("als_learning_curve"):
-            users, items = factor_frames(fit_als(ctx.train, conf, max_iter=iterations))
-            scorer = FactorScorer.from_dataframes(users, items, ctx.n_items)
-            value = evaluate(scorer, ctx.train, ctx.test, ks=tuple(ev.ks), exclude_train=ev.exclude_train)[primary]
-            scorer.unpersist()
+        with ctx.timer.stage("als_learning_curve"), fit_als(ctx.train, conf, ctx.n_items, max_iter=iterations) as fit:
+            value = evaluate(fit.scorer, ctx.train, ctx.test, ks=tuple(ev.ks),
+                             exclude_train=ev.exclude_train)[primary]
         log_metrics({primary: value}, prefix="als_test_", step=iterations)
         curve.append((iterations, value))
         log.info("ALS learning curve: %d iterations -> %s=%.4f", iterations, primary, value)
     with ctx.timer.stage("als_fit"):
-        model = fit_als(ctx.train, conf)
-        users, items = factor_frames(model)
-        users, items = users.cache(), items.cache()
-        log.info("ALS factors: %d users, %d items", users.count(), items.count())
-    scorer = FactorScorer.from_dataframes(users, items, ctx.n_items)
-    metrics = ctx.score("als", scorer, step=conf.max_iter)
-    if conf.learning_curve:
-        curve.append((conf.max_iter, metrics[primary]))
-    ctx.curves["als"] = sorted(curve)
-    ctx.publish("als", scorer)
-    with ctx.timer.stage("als_save"):
-        ctx.save_factors("als", users, items)
-        model.write().overwrite().save(f"{ctx.summary.out_dir}/models/als/spark_model")
-    scorer.unpersist()
-    users.unpersist()
-    items.unpersist()
-
-
-def warp_estimator(conf: WarpConfig) -> RankingFM:
-    """The ``RankingFM`` estimator for the ``warp`` config section."""
-    return RankingFM.from_params(conf)
+        fit = fit_als(ctx.train, conf, ctx.n_items)
+        log.info("ALS factors: %d users, %d items", fit.user_factors.count(), fit.item_factors.count())
+    with fit:
+        metrics = ctx.score("als", fit.scorer, step=conf.max_iter)
+        if conf.learning_curve:
+            curve.append((conf.max_iter, metrics[primary]))
+        ctx.curves["als"] = sorted(curve)
+        ctx.publish("als", fit.scorer)
+        with ctx.timer.stage("als_save"):
+            ctx.save_factors("als", fit.user_factors, fit.item_factors)
+            fit.save(f"{ctx.summary.out_dir}/models/als/spark_model")
 
 
 #: ``warp.train_metrics`` scores this share of the training users (hash-sampled), as LightFM users
@@ -176,27 +145,6 @@ def _train_sample(ctx: _Context) -> DataFrame:
     """A fixed ~20% of training users with all their training interactions (the same users every epoch)."""
     bucket = F.pmod(F.xxhash64(F.col(USER_IDX), F.lit(ctx.conf.evaluation.random_seed)), F.lit(100))
     return ctx.train.where(bucket < TRAIN_METRIC_USER_PERCENT).cache()
-
-
-def side_feature_matrix(ctx: _Context, side: str) -> FeatureMatrix | None:
-    """The ``item`` or ``user`` side-feature matrix from ``features.<side>s`` (None without sources).
-
-    Item entries are collected (O(items)); user entries stay distributed.
-    Logs the kept/dropped/rejected counts per group.
-    """
-    conf = ctx.conf.features.items if side == "item" else ctx.conf.features.users
-    if not conf.sources:
-        return None
-    id_map, id_col, idx_col, n_rows = ((ctx.item_map, ITEM_ID, ITEM_IDX, ctx.n_items) if side == "item" else
-                                       (ctx.user_map, USER_ID, USER_IDX, ctx.prepared.matrix.n_users))
-    with ctx.timer.stage(f"{side}_features"):
-        features = build_feature_matrix(ctx.spark, conf, id_map, id_col, idx_col, n_rows,
-                                        f"{ctx.summary.out_dir}/rejects", side=side, collect=side == "item")
-    for report in features.reports:
-        log_metrics(report.as_metrics(side))
-        ctx.summary.outputs[f"rejects_{side}_features_{report.group}"] = report.rejects_path
-    log_metrics({f"features_{side}_total": features.n_features, f"features_{side}_side": len(features.names)})
-    return features
 
 
 def run_warp(ctx: _Context) -> None:
@@ -225,8 +173,7 @@ def run_warp(ctx: _Context) -> None:
         line = (f"{name} epoch {epoch:>3}/{conf.epochs}: {stats['epoch_seconds']:.1f}s, "
                 f"{stats['samples_per_s']:,.0f} samples/s, loss {stats['mean_loss']:.4f}")
         if state is not None and conf.eval_every and epoch % conf.eval_every == 0 and epoch != conf.epochs:
-            reps, biases = state.item_representations()
-            scorer = FactorScorer(reps, state.user_factors(ctx.spark), item_bias=biases)
+            scorer = state_scorer(state, state.user_factors(ctx.spark))
             value = evaluate(scorer, ctx.train, ctx.test, ks=tuple(ev.ks), exclude_train=ev.exclude_train)[primary]
             log_metrics({primary: value}, prefix=f"{name}_test_", step=epoch)
             curve.append((epoch, value))
@@ -234,33 +181,30 @@ def run_warp(ctx: _Context) -> None:
             scorer.unpersist()
         log.info("%s", line)
 
-    item_features = side_feature_matrix(ctx, "item")
-    user_features = side_feature_matrix(ctx, "user")
-    estimator = warp_estimator(conf)
-    weighted = ctx.train.select(USER_IDX, ITEM_IDX, transformed_weight(conf.sample_weight).alias(WEIGHT))
+    with ctx.timer.stage("side_features"):
+        features = side_feature_matrices(ctx.spark, ctx.conf.features, ctx.user_map, ctx.item_map,
+                                         ctx.prepared.matrix.n_users, ctx.n_items, f"{ctx.summary.out_dir}/rejects")
+    log_metrics(features.metrics())
+    ctx.summary.outputs.update(features.reject_paths())
     with ctx.timer.stage(f"{name}_fit"):
-        model = estimator.fit_indexed(weighted, ctx.user_map, ctx.item_map, n_users=ctx.prepared.matrix.n_users,
-                                      n_items=ctx.n_items, item_features=item_features,
-                                      user_features=user_features, on_epoch=on_epoch,
-                                      state_every=conf.eval_every)
-    log_params({f"{name}.n_shards_used": model.getOrDefault("numShards")})
-    scorer = model.scorer()
-    metrics = ctx.score(name, scorer, step=conf.epochs)
-    if conf.eval_every:
-        curve.append((conf.epochs, metrics[primary]))
-    ctx.curves[name] = curve
-    if train_sample is not None:
-        line = train_metric(scorer, conf.epochs)
-        log.info("%s after %d epochs%s", name, conf.epochs, line)
-        ctx.curves[f"{name} (train)"] = train_curve
-        train_sample.unpersist()
-    # With user features, cold users (features, no interactions) get recommendations too.
-    ctx.publish(name, scorer, users=ctx.user_map.select(USER_IDX) if user_features is not None else None)
-    with ctx.timer.stage(f"{name}_save"):
-        ctx.save_factors(name, model.user_factors_indexed(), model.item_factors_indexed())
-        model.save(f"{ctx.summary.out_dir}/models/{name}/model")
-    scorer.unpersist()
-    model.state.unpersist()
+        fit = fit_warp(ctx.train, conf, ctx.user_map, ctx.item_map, ctx.prepared.matrix.n_users, ctx.n_items,
+                       features=features, on_epoch=on_epoch, state_every=conf.eval_every)
+    with fit:
+        log_params({f"{name}.n_shards_used": fit.model.getOrDefault("numShards")})
+        metrics = ctx.score(name, fit.scorer, step=conf.epochs)
+        if conf.eval_every:
+            curve.append((conf.epochs, metrics[primary]))
+        ctx.curves[name] = curve
+        if train_sample is not None:
+            line = train_metric(fit.scorer, conf.epochs)
+            log.info("%s after %d epochs%s", name, conf.epochs, line)
+            ctx.curves[f"{name} (train)"] = train_curve
+            train_sample.unpersist()
+        # With user features, cold users (features, no interactions) get recommendations too.
+        ctx.publish(name, fit.scorer, users=ctx.user_map.select(USER_IDX) if features.users is not None else None)
+        with ctx.timer.stage(f"{name}_save"):
+            ctx.save_factors(name, fit.user_factors, fit.item_factors)
+            fit.save(f"{ctx.summary.out_dir}/models/{name}/model")
 
 
 def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
@@ -272,7 +216,7 @@ def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
     with mlflow_run(conf.mlflow, spark_version=spark.version) as run:
         log_config(conf)
         # Everything is written under the staging directory and published at the end in one
-        # rename, so a killed run never leaves old and new outputs mixed (pipeline/outputs.py).
+        # rename, so a killed run never leaves old and new outputs mixed (runs/outputs.py).
         out_dir = staged.staging
         prepared = prepare_matrix(spark, conf.data, conf.split, out_dir, timer, features=conf.features)
         log_metrics(prepared.counts)

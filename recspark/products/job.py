@@ -15,7 +15,7 @@ Explanations also read ``id_maps/users``, ``matrix/train`` and
 Outputs go to ``<output>/products/<model>/<product>`` (Parquet, original ids
 and feature names) plus ``_manifest.json``. Like the training job, a run
 writes into ``<...>/products/<model>.staging`` and publishes it by one rename
-(:class:`~recspark.pipeline.outputs.StagedOutput`), so readers see either the
+(:class:`~recspark.runs.outputs.StagedOutput`), so readers see either the
 previous run's products or this run's, never a mix; products not computed by
 this run are not carried over.
 """
@@ -37,8 +37,8 @@ from recspark.data.indexing import load_id_map
 from recspark.data.matrix import read_matrix
 from recspark.errors import DataValidationError
 from recspark.models.warp.estimator import RankingFMModel
-from recspark.pipeline.outputs import StagedOutput, protected_paths
-from recspark.pipeline.timing import StageTimer
+from recspark.runs.outputs import StagedOutput, protected_paths
+from recspark.runs.timing import StageTimer
 from recspark.redact import redact
 from recspark.products.similarity import (
     Embeddings,

@@ -15,11 +15,10 @@ per-iteration hook, so its trials are scored once, at the end.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,18 +28,14 @@ from mlflow.entities import RunInfo
 from pyspark.sql import DataFrame, SparkSession
 
 from recspark.config import SearchConfig, TrainConfig, ValidationSplitConfig, with_values
-from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_IDX, WEIGHT
-from recspark.data.features import build_feature_matrix
 from recspark.data.indexing import load_id_map
 from recspark.data.matrix import InteractionMatrix
 from recspark.data.split import holdout_split
 from recspark.errors import DataValidationError
 from recspark.evaluation.ranking import evaluate
-from recspark.models.als import factor_frames, fit_als
-from recspark.models.scoring import FactorScorer, Scorer
+from recspark.models.fit import FittedModel, fit_als, fit_warp, side_feature_matrices, state_scorer
+from recspark.models.scoring import Scorer
 from recspark.models.warp.trainer import WarpState
-from recspark.models.weights import transformed_weight
-from recspark.pipeline.train import warp_estimator
 from recspark.tracking.mlflow_log import log_metrics, log_params
 
 log = logging.getLogger(__name__)
@@ -118,70 +113,38 @@ Checkpoint = Callable[[int, Scorer], None]
 Interrupt = Callable[[int], None]
 
 
-@dataclass(frozen=True)
-class Fit:
-    """A fitted trial or refit: its scorer, and how to save the model the training job would have saved."""
-
-    scorer: Scorer
-    save: Callable[[str], None]
-
-
-@contextlib.contextmanager
 def fitted(conf: TrainConfig, model: str, train: DataFrame, data: SearchData, rejects_dir: str, *,
            checkpoint: Checkpoint | None = None, every: int = 0,
-           interrupt: Interrupt | None = None) -> Iterator[Fit]:
-    """Fit ``model`` ('als' or 'warp') as ``conf`` says on ``train``; yield it, then free it.
+           interrupt: Interrupt | None = None) -> FittedModel:
+    """Fit ``model`` ('als' or 'warp') as ``conf`` says on ``train``, as the training job does.
 
-    The same fit for trials and the refit, as the training job does it
-    (:func:`~recspark.models.als.fit_als`, :func:`~recspark.pipeline.train.warp_estimator`).
-    ``rejects_dir`` receives bad side-feature rows when ``features.items`` has sources.
+    The same fit for trials and the refit (:mod:`recspark.models.fit`), side
+    features (``features.items`` and ``features.users``) included; their bad
+    rows go to ``rejects_dir``. Use the result as a context manager to free it.
     ALS has no per-iteration hook: ``checkpoint`` and ``interrupt`` apply to WARP/BPR only.
     """
     if model == "als":
-        als = fit_als(train, conf.als)
-        users, items = factor_frames(als)
-        scorer: Scorer = FactorScorer.from_dataframes(users, items, data.n_items)
-        try:
-            yield Fit(scorer, lambda path: als.write().overwrite().save(path))
-        finally:
-            scorer.unpersist()
-        return
+        return fit_als(train, conf.als, data.n_items)
     spark = train.sparkSession
-    features = (build_feature_matrix(spark, conf.features.items, data.item_map, ITEM_ID, ITEM_IDX, data.n_items,
-                                     rejects_dir) if conf.features.items.sources else None)
-    last: list[WarpState] = []
+    features = side_feature_matrices(spark, conf.features, data.user_map, data.item_map, data.n_users,
+                                     data.n_items, rejects_dir)
 
     def on_epoch(epoch: int, stats: dict[str, float], state: WarpState | None) -> None:
-        if state is None:  # inside a one-shard run of epochs: the model arrives at its end
-            return
-        last[:] = [state]
-        if epoch >= conf.warp.epochs:  # the fit is done: the caller scores the final model
+        # state is None inside a one-shard run of epochs (the model arrives at its end); at the last
+        # epoch the fit is done and the caller scores the final model.
+        if state is None or epoch >= conf.warp.epochs:
             return
         if interrupt is not None:
             interrupt(epoch)
         if checkpoint is not None and every and epoch % every == 0:
-            reps, biases = state.item_representations()
-            partial = FactorScorer(reps, state.user_factors(spark), item_bias=biases)
+            partial = state_scorer(state, state.user_factors(spark))
             try:
                 checkpoint(epoch, partial)
             finally:
                 partial.unpersist()
 
-    weighted = train.select(USER_IDX, ITEM_IDX, transformed_weight(conf.warp.sample_weight).alias(WEIGHT))
-    try:
-        fit = warp_estimator(conf.warp).fit_indexed(weighted, data.user_map, data.item_map, n_users=data.n_users,
-                                                    n_items=data.n_items, item_features=features,
-                                                    on_epoch=on_epoch, state_every=every)
-    except BaseException:  # pruned, stopped or diverged: free the last epoch's cached shards and broadcasts
-        if last:
-            last[0].unpersist()
-        raise
-    scorer = fit.scorer()
-    try:
-        yield Fit(scorer, fit.save)
-    finally:
-        scorer.unpersist()
-        fit.state.unpersist()
+    return fit_warp(train, conf.warp, data.user_map, data.item_map, data.n_users, data.n_items,
+                    features=features, on_epoch=on_epoch, state_every=every)
 
 
 def failure_reason(err: BaseException) -> str:

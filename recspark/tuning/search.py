@@ -36,9 +36,9 @@ from recspark.config import SearchConfig, TuneConfig, to_dict, with_values
 from recspark.data import fs
 from recspark.data.matrix import InteractionMatrix
 from recspark.errors import ModelFitError
-from recspark.pipeline.outputs import StagedOutput, protected_paths
+from recspark.runs.outputs import StagedOutput, protected_paths
 from recspark.pipeline.prepare import ensure_input, prepare_matrix
-from recspark.pipeline.timing import StageTimer
+from recspark.runs.timing import StageTimer
 from recspark.redact import REDACTED, redact
 from recspark.tracking.mlflow_log import log_config, log_dict_artifact, log_metrics, mlflow_run, resolve_tracking_uri
 from recspark.tuning.objective import Objective, SearchData, TrialRecord
@@ -143,7 +143,7 @@ def run_search(spark: SparkSession, conf: TuneConfig) -> SearchResult:
     run_name = conf.mlflow.run_name or f"tune-{search.model}-{search.strategy}"
     with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=run_name) as run:
         log_config(conf)
-        prepared = prepare_matrix(spark, conf.data, conf.split, staged.staging, timer)
+        prepared = prepare_matrix(spark, conf.data, conf.split, staged.staging, timer, features=conf.features)
         log_metrics(prepared.counts)
         result = search_matrix(spark, conf, prepared.matrix, f"{staged.staging}/id_maps", staged.staging, run.info,
                                timer)

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from recspark.config import TrainConfig, load_config
-from recspark.pipeline.report import format_summary
+from recspark.runs.report import format_summary
 from recspark.pipeline.prepare import ensure_input
 from recspark.pipeline.train import run_training
 

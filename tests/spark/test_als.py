@@ -10,7 +10,7 @@ import pytest
 
 from recspark.config import AlsConfig
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX, WEIGHT
-from recspark.models.als import RATING, factor_frames, fit_als, with_preference
+from recspark.models.als import RATING, factor_frames, fit_spark_als, with_preference
 
 pytestmark = pytest.mark.spark
 
@@ -36,7 +36,7 @@ def test_unknown_confidence_is_rejected(train):
 
 def test_same_seed_same_factors(train):
     conf = AlsConfig(rank=4, max_iter=3, seed=11)
-    a = factor_frames(fit_als(train, conf))[1].toPandas().sort_values(ITEM_IDX)
-    b = factor_frames(fit_als(train, conf))[1].toPandas().sort_values(ITEM_IDX)
+    a = factor_frames(fit_spark_als(train, conf))[1].toPandas().sort_values(ITEM_IDX)
+    b = factor_frames(fit_spark_als(train, conf))[1].toPandas().sort_values(ITEM_IDX)
     np.testing.assert_allclose(np.stack(a[FEATURES]), np.stack(b[FEATURES]), rtol=1e-6)
     assert list(a.columns) == [ITEM_IDX, FEATURES]

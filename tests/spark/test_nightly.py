@@ -27,7 +27,10 @@ from recspark import cli
 from recspark.config import NightlyConfig, load_config
 from recspark.data.synthetic import SyntheticSpec, interactions_frame
 from recspark.errors import ConfigError
-from recspark.pipeline import nightly, publish
+from recspark.models.warp.estimator import RankingFMModel
+from recspark.models.warp.warm_start import warm_start_model
+from recspark.pipeline import nightly
+from recspark.runs import publish
 from recspark.tracking import registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,10 +134,11 @@ def test_first_night_is_promoted_and_the_next_warm_starts_from_it(scenario, spar
 def test_warm_start_keeps_the_champions_rows_and_initialises_new_ones(scenario, spark):
     tmp, day1, day2 = scenario["tmp"], scenario["day1"], scenario["day2"]
     conf = conf_for(tmp, DAY2)
-    champion = nightly.RankingFMModel.load(spark, f"{day1.run_dir}/model/warp")
+    champion = RankingFMModel.load(spark, f"{day1.run_dir}/model/warp")
     maps = [spark.read.parquet(f"{day2.run_dir}/id_maps/{side}") for side in ("users", "items")]
     n_users, n_items = (len(id_map(spark, day2.run_dir, side)) for side in ("user", "item"))
-    init = nightly.warm_start_model(spark, f"{day1.run_dir}/model/warp", conf, *maps, n_users, n_items, None)
+    init = warm_start_model(spark, f"{day1.run_dir}/model/warp", *maps, n_users, n_items, None,
+                            no_components=conf.warp.no_components, optimiser=conf.warp.optimiser, seed=conf.warp.seed)
     old, grown = champion.state.item_side, init.state.item_side
     n_old = old.n_features
     assert grown.n_features == n_items > n_old

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recspark.errors import ConfigError
-from recspark.pipeline.outputs import MARKER, StagedOutput, claim_root, write_marker
+from recspark.runs.outputs import MARKER, StagedOutput, claim_root, write_marker
 
 pytestmark = pytest.mark.spark
 

@@ -15,7 +15,7 @@ from recspark.data.matrix import read_matrix
 from recspark.errors import ModelFitError
 from recspark.evaluation.ranking import evaluate
 from recspark.models.warp.estimator import RankingFMModel
-from recspark.pipeline.timing import StageTimer
+from recspark.runs.timing import StageTimer
 from recspark.tracking.mlflow_log import mlflow_run
 from recspark.tuning.search import run_search, search_matrix
 

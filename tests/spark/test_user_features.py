@@ -19,7 +19,7 @@ from recspark.evaluation.ranking import evaluate
 from recspark.models.baselines import PopularityScorer
 from recspark.models.warp.estimator import RankingFM, RankingFMModel
 from recspark.models.warp.trainer import WarpTrainer
-from recspark.pipeline.nightly import warm_start_model
+from recspark.models.warp.warm_start import warm_start_model
 
 pytestmark = pytest.mark.spark
 
@@ -111,8 +111,8 @@ def test_nightly_warm_start_carries_user_feature_rows_by_name(spark, cold_users,
     with_features.save(path)
     tonight = dataclasses.replace(features, names=[*features.names[1:], "interest_new"])
     conf = load_config(REPO / "conf" / "nightly.yaml", NightlyConfig, ["warp.no_components=16", "date=2026-11-22"])
-    init = warm_start_model(spark, path, conf, user_map, item_map, map_size(user_map), map_size(item_map), None,
-                            tonight)
+    init = warm_start_model(spark, path, user_map, item_map, map_size(user_map), map_size(item_map), None, tonight,
+                            no_components=conf.warp.no_components, optimiser=conf.warp.optimiser, seed=conf.warp.seed)
     old, new = with_features.state.user_shared, init.state.user_shared
     assert init.user_feature_names == tonight.names and new.n_features == 8
     for name in ("embeddings", "emb_accum", "biases", "bias_accum"):

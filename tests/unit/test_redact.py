@@ -9,9 +9,8 @@ import yaml
 
 from recspark import cli
 from recspark.config import TrainConfig, flatten, load_config, to_dict
-from recspark.pipeline.report import format_summary
-from recspark.pipeline.train import RunSummary
 from recspark.redact import REDACTED, is_sensitive_key, redact
+from recspark.runs.report import RunSummary, format_summary
 from recspark.tracking import mlflow_log
 
 SECRET = "SECRETVALUE123"

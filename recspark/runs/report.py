@@ -1,9 +1,25 @@
-"""The console summary a job prints when it finishes."""
+"""What a training run produced, and the console summary the job prints when it finishes."""
 
 from __future__ import annotations
 
-from recspark.pipeline.train import RunSummary
+from dataclasses import dataclass, field
+
 from recspark.redact import redact
+
+
+@dataclass
+class RunSummary:
+    """What a run produced: for the console summary and for tests."""
+
+    run_id: str
+    experiment: str
+    tracking_uri: str
+    out_dir: str
+    counts: dict[str, float]
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric -> value
+    timings: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
 
 _DATA_ROWS = [
     ("rows read", "rows_read"),

@@ -48,7 +48,7 @@ from pyspark.sql import SparkSession
 
 from recspark.data import fs
 from recspark.errors import ConfigError
-from recspark.pipeline.timing import StageTimer
+from recspark.runs.timing import StageTimer
 from recspark.tracking.mlflow_log import log_dict_artifact, log_metrics, resolve_tracking_uri
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""What a job run leaves behind: staged outputs, published run folders, stage timings, its summary."""
