@@ -57,10 +57,11 @@ from recspark.data.columns import FEATURES, ITEM_ID, ITEM_IDX, SCORE, USER_ID, U
 from recspark.data.features import FeatureMatrix, build_feature_matrix
 from recspark.data.indexing import load_id_map
 from recspark.errors import CandidateRejected
-from recspark.evaluation.ranking import evaluate, recommend, with_original_ids
+from recspark.evaluation.ranking import evaluate
 from recspark.models.als import factor_frames, fit_als
 from recspark.models.baselines import PopularityScorer
 from recspark.models.scoring import FactorScorer, Scorer
+from recspark.models.topk import recommend, with_original_ids
 from recspark.models.warp.estimator import RankingFMModel
 from recspark.models.warp.state import SideParams
 from recspark.models.weights import transformed_weight

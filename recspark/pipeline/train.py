@@ -19,11 +19,12 @@ from recspark.config import TrainConfig, WarpConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.features import FeatureMatrix, build_feature_matrix
 from recspark.data.indexing import load_id_map
-from recspark.evaluation.ranking import evaluate, evaluate_cold_items, recommend, with_original_ids
+from recspark.evaluation.ranking import evaluate, evaluate_cold_items
 from recspark.models.als import factor_frames, fit_als
 from recspark.models.baselines import PopularityScorer, RandomScorer
 from recspark.models.weights import transformed_weight
 from recspark.models.scoring import FactorScorer, Scorer
+from recspark.models.topk import recommend, with_original_ids
 from recspark.models.warp.estimator import RankingFM
 from recspark.models.warp.trainer import WarpState
 from recspark.pipeline.outputs import StagedOutput, protected_paths

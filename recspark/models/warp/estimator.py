@@ -48,8 +48,8 @@ from recspark.data.columns import (
 from recspark.data.features import FeatureMatrix
 from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, save_id_map
 from recspark.errors import ConfigError
-from recspark.evaluation.ranking import recommend
 from recspark.models.scoring import FactorScorer
+from recspark.models.topk import recommend
 from recspark.models.warp.kernel import KernelParams
 from recspark.models.warp.state import SideParams
 from recspark.models.warp.trainer import (
@@ -274,7 +274,7 @@ class RankingFMModel(Model, _RankingFMParams):
 
         Like ALS, items the user interacted with are not excluded (the model
         does not keep the training data); use
-        :func:`recspark.evaluation.ranking.recommend` with ``train`` to exclude them.
+        :func:`recspark.models.topk.recommend` with ``train`` to exclude them.
         """
         return self._recommend(self.user_map.select(USER_IDX), numItems)
 
