@@ -64,6 +64,7 @@ from pyspark.sql import types as T
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX, VALUE, WEIGHT
 from recspark.data.features import FeatureMatrix
 from recspark.errors import ConfigError
+from recspark.models.warp import streams
 from recspark.models.warp.kernel import KernelParams, check_finite, fit_epoch, representations
 from recspark.models.warp.state import SideParams
 
@@ -391,7 +392,7 @@ def item_block(n_items: int, n_blocks: int, block: int, *, seed: int, epoch: int
     a block in some epochs: a pairwise loss only compares items of one block,
     and fixed blocks would never calibrate scores across blocks.
     """
-    permutation = np.random.default_rng([seed, epoch, 0xB10C]).permutation(n_items)
+    permutation = np.random.default_rng([seed, epoch, streams.ITEM_BLOCKS]).permutation(n_items)
     block_items = np.sort(np.flatnonzero(permutation % n_blocks == block))
     local_of = np.full(n_items, -1, dtype=np.int64)
     local_of[block_items] = np.arange(len(block_items))
@@ -462,7 +463,7 @@ def run_shard_epoch(
         rows, items_idx, weights = data.rows, data.items, data.weights
         rounds = rounds_per_epoch(params, n_shards)
         if rounds > 1:
-            order = np.random.default_rng([seed, epoch, shard_id, 0x5111CE]).permutation(len(rows))
+            order = np.random.default_rng([seed, epoch, shard_id, streams.ROUND_SLICES]).permutation(len(rows))
             part = np.sort(order[sync_round::rounds])
             rows, items_idx, weights = rows[part], items_idx[part], weights[part]
         positives = data.positives()
@@ -810,11 +811,11 @@ class WarpTrainer:
             history = list(init.history)
         else:
             item_side = SideParams.init(item_features.shape[1], p.no_components, kernel.optimiser,
-                                        np.random.default_rng([p.seed, 0xFEA7]))
+                                        np.random.default_rng([p.seed, streams.ITEM_INIT]))
             state_rdd = self._fresh_state(shards)
             first_epoch, history = 0, []
             user_shared = (SideParams.init(n_user_shared, p.no_components, kernel.optimiser,
-                                           np.random.default_rng([p.seed, 0x05E7, 0xFEA7])) if n_user_shared else None)
+                                           np.random.default_rng([p.seed, streams.USER_INIT, streams.ITEM_INIT])) if n_user_shared else None)
         # The first round's job builds the shards (a job of their own would cost a few tenths of a second,
         # a small set's whole fit), so the first epoch's time includes building them; the persisted
         # round outputs hold the shards from then on, and a lost one is rebuilt from lineage.
@@ -891,7 +892,7 @@ class WarpTrainer:
 
         def init(records: Iterable[tuple[int, StateChunk]]) -> Iterator[tuple[int, StateChunk]]:
             for shard_id, data in from_chunks(records):
-                rng = np.random.default_rng([p.seed, 0x05E7, shard_id])
+                rng = np.random.default_rng([p.seed, streams.USER_INIT, shard_id])
                 block = UserBlock(data.users, SideParams.init(len(data.users), p.no_components, optimiser, rng),
                                   data.user_features)
                 yield from to_chunks(shard_id, (data, block), p.state_chunk_bytes)
@@ -908,7 +909,7 @@ class WarpTrainer:
                     for i, u in enumerate(block.users)]
 
         def build(shard_id: int, data: ShardData, rows: Iterable[tuple[int, dict[str, np.ndarray]]]):
-            rng = np.random.default_rng([p.seed, 0x05E7, shard_id, epochs_done])
+            rng = np.random.default_rng([p.seed, streams.USER_INIT, shard_id, epochs_done])
             arrays = SideParams.init(len(data.users), p.no_components, optimiser, rng).to_dict()
             position = {int(u): i for i, u in enumerate(data.users)}
             for user, row in rows:
