@@ -63,7 +63,7 @@ from pyspark.sql import types as T
 
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX, VALUE, WEIGHT
 from recspark.data.features import FeatureMatrix
-from recspark.errors import ConfigError
+from recspark.errors import ConfigError, DataValidationError
 from recspark.models.warp import streams
 from recspark.models.warp.kernel import KernelParams, check_finite, fit_epoch, representations
 from recspark.models.warp.state import SideParams
@@ -822,11 +822,11 @@ class WarpTrainer:
         between when the fit has one shard: one Spark task then trains all the
         epochs between two such points, so their stats arrive together.
         """
+        item_features = self._checked_item_features(item_features, n_items, init, user_features)  # before Spark
         sc = self.spark.sparkContext
         p = self.params
         n_shards = p.n_shards or default_shards(train.count(), sc.defaultParallelism)
         n_tasks = min(p.n_tasks or default_tasks(n_shards, sc.master), n_shards)
-        item_features = self._checked_item_features(item_features, n_items, init, user_features)
         # The first round's job builds the shards (a job of their own would cost a few tenths of a second,
         # a small set's whole fit), so the first epoch's time includes building them; the persisted
         # round outputs hold the shards from then on, and a lost one is rebuilt from lineage.
@@ -870,7 +870,8 @@ class WarpTrainer:
             item_features = init.item_features if init else sp.identity(n_items, dtype=np.float32, format="csr")
         item_features = sp.csr_matrix(item_features, dtype=np.float32)
         if item_features.shape[0] != n_items:
-            raise ValueError(f"item_features has {item_features.shape[0]} rows but there are {n_items} items")
+            raise DataValidationError(f"item_features has {item_features.shape[0]} rows but there are {n_items} "
+                                      "items; build the feature matrix over the item map train was indexed with")
         if self.params.strategy == "stratified" and (not _is_identity(item_features) or user_features is not None):
             raise ConfigError("strategy='stratified' needs identity item features and no user features (side "
                               "features are shared across blocks and shards); use strategy='hogwild'")
