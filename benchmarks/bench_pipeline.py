@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from recspark.config import TrainConfig, load_config
-from recspark.data.synthetic import SyntheticSpec, generate_if_missing
+from recspark.config import SyntheticSpec, TrainConfig, load_config
+from recspark.data.synthetic import generate_if_missing
 from recspark.pipeline.train import run_training
 from recspark.session import build_session
 

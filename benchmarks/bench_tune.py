@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from recspark.cli import configure_logging
     from recspark.config import TuneConfig, load_config, with_values
-    from recspark.data.synthetic import SyntheticSpec, generate_if_missing
+    from recspark.config import SyntheticSpec
+    from recspark.data.synthetic import generate_if_missing
     from recspark.pipeline.prepare import prepare_matrix
     from recspark.runs.timing import StageTimer
     from recspark.session import build_session

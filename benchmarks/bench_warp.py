@@ -172,7 +172,8 @@ def load_likes(name: str, root: Path, spark, cache_dir: Path) -> tuple[pd.DataFr
         df = pd.DataFrame(rating[:, [0, 1, 3]], columns=["user", "item", "rating"])
         return df.loc[df.rating >= 4, ["user", "item"]], "ratings >= 4"
     if name == "synth-2m":
-        from recspark.data.synthetic import SyntheticSpec, generate
+        from recspark.config import SyntheticSpec
+        from recspark.data.synthetic import generate
 
         out = cache_dir / "synth-2m"
         if not (out / "interactions" / "_SUCCESS").exists():

@@ -63,12 +63,13 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from recspark.config import SyntheticSpec
 from recspark.data import fs
 from recspark.data.columns import FEATURE, ITEM_ID, TIMESTAMP, USER_ID, VALUE, WEIGHT
 from recspark.errors import ConfigError
@@ -80,7 +81,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "SyntheticSpec",
     "generate",
     "generate_if_missing",
     "interactions_frame",
@@ -102,7 +102,6 @@ _SIGNATURE_TAGS = 3  # per cluster
 _TAG_AFFINITY = 0.7  # probability a tag is one of the item's cluster signature tags
 _JOIN_FRACTION = 0.8  # users join within the first 80% of the date range
 _ACTIVITY_SIGMA = 1.0  # lognormal sigma of per-user activity above the minimum
-_MAX_USER_FRACTION = 0.2  # a user draws at most this fraction of all items
 _TOPUP_ROUNDS = 4
 _P_PLAYS_IN_CLUSTER, _P_PLAYS_NOISE = 0.3, 0.6  # geometric play counts
 _BATCH_ROWS = 65_536  # Arrow batch size handed back to Spark
@@ -115,203 +114,6 @@ _TAG_WORDS = (
     "drone", "noise", "synth", "wave", "garage", "trance", "dnb", "jungle", "bossa",
     "samba", "afro", "celtic", "baroque", "choral",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """What to generate: sizes, planted structure, optional columns and seed.
-
-    The spec fully determines the output (same spec -> same rows), including
-    ``rows_per_chunk``; the number of Spark partitions does not.
-
-    Parameters
-    ----------
-    n_users, n_items : int
-        Number of users and items. Every user appears (before bad-row
-        injection); an item in the long Zipf tail may never be drawn.
-    n_interactions : int
-        Target number of rows. Approximate: deduplication within a user and the
-        per-user cap (``0.2 * n_items``) usually remove a few percent.
-    n_clusters : int
-        Number of latent item clusters.
-    clusters_per_user : tuple of (int, int)
-        Inclusive range of how many clusters a user prefers (uniform in it).
-    cluster_affinity : float
-        Probability that an interaction goes to one of the user's clusters rather
-        than to the global popularity distribution. 1.0 is a trivially easy
-        problem; 0.0 makes popularity the best possible model.
-    zipf_exponent : float
-        Zipf exponent of item popularity within a cluster (half of it is used
-        for cluster masses). Larger means a stronger popularity baseline.
-    min_user_interactions : int
-        Every user draws at least this many rows, so that most users survive a
-        5/5 threshold plus a 5-item holdout.
-    tags_per_item : float
-        Mean number of distinct tags per item (>= 1; each item has at least one).
-    n_tags : int
-        Size of the tag vocabulary (``tag_rock``, ``tag_pop``, ... then ``tag_rock2``...).
-    with_weights : bool
-        Write a ``weight`` column (play counts >= 1, as double).
-    with_timestamps : bool
-        Write a ``timestamp`` column, increasing within each user.
-    start_date : str
-        ISO date (UTC) at which the time range starts.
-    time_span_days : int
-        Length of the time range.
-    bad_row_fraction : float
-        Fraction of rows to corrupt (one of `BAD_ROW_KINDS` each) so demos
-        exercise the rejects path. 0 writes clean data.
-    seed : int
-        Non-negative seed of everything.
-    rows_per_chunk : int
-        Approximate rows per generation task. Part of the data's identity:
-        changing it changes the rows. Smaller chunks mean less executor memory
-        and more tasks/files.
-
-    Raises
-    ------
-    ConfigError
-        Listing every invalid field by name, with the value and what is allowed.
-    """
-
-    n_users: int = 5_000
-    n_items: int = 2_000
-    n_interactions: int = 100_000
-    n_clusters: int = 20
-    clusters_per_user: tuple[int, int] = (1, 3)
-    cluster_affinity: float = 0.8
-    zipf_exponent: float = 1.0
-    min_user_interactions: int = 10
-    tags_per_item: float = 3.0
-    n_tags: int = 50
-    with_weights: bool = True
-    with_timestamps: bool = True
-    start_date: str = "2023-01-01"
-    time_span_days: int = 365
-    bad_row_fraction: float = 0.0
-    seed: int = 42
-    rows_per_chunk: int = 200_000
-
-    def __post_init__(self) -> None:
-        # Accept lists (e.g. from YAML/argparse) but store a hashable tuple.
-        if isinstance(self.clusters_per_user, list):
-            object.__setattr__(self, "clusters_per_user", tuple(self.clusters_per_user))
-        problems = _validate(self)
-        if problems:
-            raise ConfigError(
-                "invalid SyntheticSpec: " + "; ".join(problems)
-                + ". Fix these fields (defaults: SyntheticSpec())."
-            )
-
-    @property
-    def mean_user_interactions(self) -> float:
-        """Target mean rows per user, ``n_interactions / n_users``."""
-        return self.n_interactions / self.n_users
-
-    @property
-    def users_per_chunk(self) -> int:
-        """Users generated by one task (a fixed function of the spec)."""
-        return max(1, int(self.rows_per_chunk // self.mean_user_interactions))
-
-    @property
-    def n_chunks(self) -> int:
-        """Number of user chunks (generation tasks)."""
-        return math.ceil(self.n_users / self.users_per_chunk)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_num(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
-
-
-def _validate(spec: SyntheticSpec) -> list[str]:
-    """Return every problem with ``spec`` as ``"field: message"`` strings."""
-    problems: list[str] = []
-
-    def need_int(name: str, low: int) -> bool:
-        value = getattr(spec, name)
-        if not _is_int(value):
-            problems.append(f"{name}: expected an integer, got {value!r}")
-            return False
-        if value < low:
-            problems.append(f"{name}: must be >= {low}, got {value}")
-            return False
-        return True
-
-    def need_float(name: str, low: float, high: float) -> bool:
-        value = getattr(spec, name)
-        if not _is_num(value):
-            problems.append(f"{name}: expected a finite number, got {value!r}")
-            return False
-        if not low <= value <= high:
-            problems.append(f"{name}: must be in [{low}, {high}], got {value}")
-            return False
-        return True
-
-    ok_users = need_int("n_users", 1)
-    ok_items = need_int("n_items", 2)
-    ok_rows = need_int("n_interactions", 1)
-    ok_clusters = need_int("n_clusters", 1)
-    ok_min = need_int("min_user_interactions", 1)
-    ok_tags = need_int("n_tags", 1)
-    need_int("time_span_days", 1)
-    need_int("seed", 0)
-    need_int("rows_per_chunk", 1_000)
-    need_float("cluster_affinity", 0.0, 1.0)
-    need_float("zipf_exponent", 0.0, 5.0)
-    need_float("bad_row_fraction", 0.0, 0.5)
-    for name in ("with_weights", "with_timestamps"):
-        if not isinstance(getattr(spec, name), bool):
-            problems.append(f"{name}: expected true/false, got {getattr(spec, name)!r}")
-
-    if ok_items and ok_clusters and spec.n_clusters > spec.n_items // 2:
-        problems.append(
-            f"n_clusters: must be <= n_items // 2 = {spec.n_items // 2} so each cluster "
-            f"has items to choose from, got {spec.n_clusters}"
-        )
-    cpu = spec.clusters_per_user
-    if not (isinstance(cpu, tuple) and len(cpu) == 2 and all(_is_int(v) for v in cpu)):
-        problems.append(f"clusters_per_user: expected (min, max) integers, got {cpu!r}")
-    elif not 1 <= cpu[0] <= cpu[1]:
-        problems.append(f"clusters_per_user: need 1 <= min <= max, got {cpu!r}")
-    elif ok_clusters and cpu[1] > spec.n_clusters:
-        problems.append(
-            f"clusters_per_user: max {cpu[1]} exceeds n_clusters = {spec.n_clusters}"
-        )
-    if ok_tags:
-        need_float("tags_per_item", 1.0, float(spec.n_tags))
-    if ok_users and ok_rows and ok_min:
-        mean = spec.n_interactions / spec.n_users
-        if mean < spec.min_user_interactions:
-            problems.append(
-                f"n_interactions: {spec.n_interactions} gives {mean:.2f} rows per user, below "
-                f"min_user_interactions = {spec.min_user_interactions}; raise n_interactions "
-                f"to >= {spec.n_users * spec.min_user_interactions} or lower the minimum"
-            )
-        if ok_items and spec.min_user_interactions > _MAX_USER_FRACTION * spec.n_items:
-            problems.append(
-                f"min_user_interactions: {spec.min_user_interactions} exceeds "
-                f"{_MAX_USER_FRACTION:.0%} of n_items = {spec.n_items}"
-            )
-        if ok_items and mean > _MAX_USER_FRACTION * spec.n_items / 2:
-            problems.append(
-                f"n_interactions: {mean:.1f} rows per user is too dense for n_items = "
-                f"{spec.n_items} (at most {_MAX_USER_FRACTION * spec.n_items / 2:.1f}); "
-                "add items or lower n_interactions"
-            )
-    if isinstance(spec.start_date, str):
-        try:
-            dt.date.fromisoformat(spec.start_date)
-        except ValueError:
-            problems.append(
-                f"start_date: expected an ISO date like '2023-01-01', got {spec.start_date!r}"
-            )
-    else:
-        problems.append(f"start_date: expected an ISO date string, got {spec.start_date!r}")
-    return problems
 
 
 # ---------------------------------------------------------------------------
@@ -457,7 +259,7 @@ def _chunk_rows(spec: SyntheticSpec, chunk: int) -> dict[str, np.ndarray]:
 
     # Activity: minimum + lognormal tail with the mean that hits n_interactions.
     extra_mean = spec.mean_user_interactions - spec.min_user_interactions
-    cap = max(spec.min_user_interactions, int(_MAX_USER_FRACTION * spec.n_items))
+    cap = spec.max_user_interactions
     if extra_mean > 0:
         mu = math.log(extra_mean) - _ACTIVITY_SIGMA**2 / 2
         extra = rng.lognormal(mu, _ACTIVITY_SIGMA, n_local)

@@ -10,8 +10,9 @@ LightFM's ``evaluation`` module, which is built on ``predict_rank``.
 
 Ranks must come from a **deterministic total order**: score descending, then
 ``item_idx`` ascending. :func:`item_ranks` computes ranks in that order and
-:func:`top_k` produces top-k lists in the same order, so "held-out item has rank
-< k" holds exactly when "held-out item is in the user's top-k list".
+:func:`recspark.models.topk.top_k` produces top-k lists in the same order, so
+"held-out item has rank < k" holds exactly when "held-out item is in the user's
+top-k list".
 
 Layout of a block of users (CSR, batch-first so whole blocks are vectorised):
 ``ranks[indptr[u]:indptr[u + 1]]`` are the ranks of user ``u``'s held-out items
@@ -43,7 +44,6 @@ __all__ = [
     "ranks_from_lists",
     "recall_at_k",
     "reciprocal_rank",
-    "top_k",
 ]
 
 #: Largest number of score-matrix elements a rank/top-k temporary may hold
@@ -398,59 +398,3 @@ def item_ranks(
         ties_before = np.count_nonzero((block == target) & (col < it[:, None]), axis=1)
         out[start : start + chunk] = higher + ties_before
     return out
-
-
-def top_k(
-    scores: npt.NDArray[np.floating], k: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]:
-    """Top-``k`` items of each row, ordered by score descending then item index ascending.
-
-    Uses ``np.argpartition`` to find each row's k-th largest score, then
-    resolves ties at that boundary by item index, so the result is a
-    deterministic function of the scores (``argpartition`` alone picks
-    arbitrarily among tied items; popularity scores tie a lot). Work is
-    O(n_rows * n_items) plus a sort of ``k`` items per row.
-
-    Parameters
-    ----------
-    scores : ndarray of float, shape [n_rows, n_items]
-        No NaN; ``-inf`` marks excluded items (they sort last; callers drop them).
-    k : int
-        Number of items per row, >= 1; capped at ``n_items``.
-
-    Returns
-    -------
-    items : ndarray of int64, shape [n_rows, min(k, n_items)]
-    top_scores : ndarray, same dtype as ``scores``, same shape as ``items``
-
-    Examples
-    --------
-    >>> s = np.array([[0.1, 0.7, 0.7, 0.3], [1.0, 1.0, 1.0, 1.0]], dtype=np.float32)
-    >>> items, vals = top_k(s, 2)
-    >>> items.tolist()
-    [[1, 2], [0, 1]]
-    """
-    k = _check_k(k)
-    scores = np.asarray(scores)
-    n_rows, n_items = scores.shape
-    k = min(k, n_items)
-    if n_rows == 0 or k == 0:
-        return np.empty((n_rows, k), dtype=np.int64), np.empty((n_rows, k), dtype=scores.dtype)
-    part = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k :]
-    kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
-    greater = scores > kth
-    n_greater = np.count_nonzero(greater, axis=1, keepdims=True)
-    tied = scores == kth
-    need = k - n_greater  # tied items to take per row, >= 1
-    # Usually every tied item is needed; only rows with surplus ties (common for
-    # popularity scores) need a running count to keep the lowest indices.
-    surplus = np.flatnonzero(np.count_nonzero(tied, axis=1) > need[:, 0])
-    take_tied = tied
-    if surplus.size:
-        take_tied = tied.copy()
-        take_tied[surplus] &= np.cumsum(tied[surplus], axis=1, dtype=np.int32) <= need[surplus]
-    _, cols = np.nonzero(greater | take_tied)  # row-major: ascending index within a row
-    cols = cols.reshape(n_rows, k)
-    vals = np.take_along_axis(scores, cols, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")  # stable keeps index order on ties
-    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)

@@ -1,20 +1,20 @@
-"""Distributed ranking evaluation and top-N recommendation for any :class:`Scorer`.
+"""Distributed ranking evaluation for any :class:`Scorer`.
 
-Both entry points run the same executor-side loop, with nothing proportional
-to the number of users or interactions ever reaching the driver:
+Nothing proportional to the number of users or interactions reaches the driver:
 
 1. Spark groups each user's train items, test items and (when the scorer has
-   them) user factors into one row, with a single shuffle (``_user_table``).
+   them) user factors into one row, with a single shuffle
+   (:func:`~recspark.models.blocks.user_table`, shared with top-k).
 2. ``mapInArrow`` walks the Arrow batches in blocks of users whose score matrix
-   fits a memory budget (``_BLOCK_BUDGET_ELEMENTS`` float32 values). Each block
+   fits a memory budget (``BLOCK_BUDGET_ELEMENTS`` float32 values). Each block
    is scored with one call to ``Scorer.score_block`` (a BLAS GEMM against the
    broadcast item matrix for factor models); training items are masked to
    ``-inf`` when excluded.
 3. :func:`evaluate` ranks the held-out items without sorting
    (:func:`~recspark.evaluation.metrics.item_ranks`), computes per-user metrics
    and emits one row of sums per batch; a Spark ``agg`` adds them up and only
-   the means come back. :func:`recommend` takes each row's top k
-   (:func:`~recspark.evaluation.metrics.top_k`) and emits one row per item.
+   the means come back. Top-N lists come from
+   :func:`recspark.models.topk.recommend`, in the same order.
 
 Determinism: ranks use the total order (score desc, item_idx asc), and metric
 sums are accumulated in fixed point (``round(value * 2**32)`` as int64), which
@@ -28,8 +28,6 @@ Example (driver side; factors from a fitted model)::
     scorer = FactorScorer.from_dataframes(user_factors, item_factors, n_items)
     report = evaluate(scorer, train, test, ks=(5, 10))
     baselines = evaluate_baselines(train, test, n_items, seed=0, ks=(5, 10))
-    recs = with_original_ids(recommend(scorer, train, k=10), user_map, item_map)
-    recs.write.parquet(path)
 """
 
 from __future__ import annotations
@@ -40,31 +38,36 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.data.columns import FEATURES, ITEM_ID, ITEM_IDX, RANK, SCORE, USER_ID, USER_IDX
+from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX
 from recspark.errors import ConfigError, DataValidationError, ModelFitError
-from recspark.evaluation.metrics import item_ranks, ranking_metrics, top_k
+from recspark.evaluation.metrics import item_ranks, ranking_metrics
 from recspark.models.baselines import PopularityScorer, RandomScorer
+from recspark.models.blocks import (
+    N_FACTOR_ROWS,
+    TEST_ITEMS,
+    TRAIN_ITEMS,
+    block_keys,
+    checked_scores,
+    list_csr,
+    require_columns,
+    rows_per_block,
+    user_table,
+    user_vectors,
+)
 from recspark.models.scoring import FactorScorer, Scorer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "evaluate_baselines", "evaluate_cold_items", "metric_names", "recommend", "with_original_ids"]
+__all__ = ["evaluate", "evaluate_baselines", "evaluate_cold_items", "metric_names"]
 
-#: Float32 scores held per block (2**23 values = 32 MiB): block rows are
-#: ``max(1, budget // n_items)`` unless ``block_size`` is given.
-_BLOCK_BUDGET_ELEMENTS = 2**23
 #: Per-user metrics are summed as ``round(value * 2**32)`` in int64 (exact and
 #: order-independent; overflows only past 2**31 evaluated users).
 _FIXED_POINT_SCALE = float(2**32)
 
-_TRAIN_ITEMS = "train_items"
-_TEST_ITEMS = "test_items"
-_N_FACTOR_ROWS = "_n_factor_rows"
 _COUNTERS = (
     "n_users",            # users with >= 1 valid test item (the metric denominator)
     "n_missing_factors",  # evaluated users scored with a zero vector
@@ -91,17 +94,8 @@ def metric_names(ks: Sequence[int] = (5, 10)) -> list[str]:
 
 
 # --------------------------------------------------------------------------- #
-# Validation and Spark-side preparation
+# Validation
 # --------------------------------------------------------------------------- #
-
-
-def _require_columns(df: DataFrame, name: str, cols: Sequence[str]) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise DataValidationError(
-            f"{name}: missing column(s) {missing}; found {df.columns}. Expected the "
-            f"indexed interaction schema ({USER_IDX} int, {ITEM_IDX} int, ...)."
-        )
 
 
 def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
@@ -116,132 +110,6 @@ def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     return ks
 
 
-def _block_rows(n_items: int, block_size: int | None) -> int:
-    if block_size is not None:
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise ConfigError(f"block_size must be an integer >= 1 or None, got {block_size!r}")
-        return block_size
-    return max(1, _BLOCK_BUDGET_ELEMENTS // max(n_items, 1))
-
-
-def _user_table(
-    scorer: Scorer,
-    train: DataFrame,
-    test: DataFrame | None = None,
-    users: DataFrame | None = None,
-) -> DataFrame:
-    """One row per target user with item arrays and factors, built with a single shuffle.
-
-    Train rows, test rows, the scorer's user factors and the requested users are
-    unioned with a source tag and grouped once by ``user_idx`` (rather than
-    grouping each side and joining), because every shuffle costs a stage.
-    ``collect_list`` skips the nulls that ``when`` produces for other sources.
-
-    Target users: those with test items when ``test`` is given, else ``users``
-    when given, else the users of ``train``.
-    """
-    src, item = "_src", ITEM_IDX
-    null_vec = F.lit(None).cast("array<float>").alias(FEATURES)
-
-    def tagged(df: DataFrame, tag: int, with_items: bool = True) -> DataFrame:
-        return df.select(
-            F.col(USER_IDX).cast("int").alias(USER_IDX),
-            (F.col(ITEM_IDX).cast("int") if with_items else F.lit(None).cast("int")).alias(item),
-            F.lit(tag).alias(src),
-            null_vec,
-        )
-
-    parts = [tagged(train, 0)]
-    if test is not None:
-        parts.append(tagged(test, 1))
-    if users is not None:
-        parts.append(tagged(users, 2, with_items=False))
-    if scorer.user_factors is not None:
-        parts.append(
-            scorer.user_factors.select(
-                F.col(USER_IDX).cast("int").alias(USER_IDX),
-                F.lit(None).cast("int").alias(item),
-                F.lit(3).alias(src),
-                F.col(FEATURES).cast("array<float>").alias(FEATURES),
-            )
-        )
-    union = parts[0]
-    for part in parts[1:]:
-        union = union.unionByName(part)
-    aggs = [
-        F.collect_list(F.when(F.col(src) == 0, F.col(item))).alias(_TRAIN_ITEMS),
-        F.collect_list(F.when(F.col(src) == 1, F.col(item))).alias(_TEST_ITEMS),
-        F.max((F.col(src) == 2).cast("int")).alias("_requested"),
-    ]
-    if scorer.user_factors is not None:
-        aggs += [
-            F.first(F.col(FEATURES), ignorenulls=True).alias(FEATURES),
-            F.count(F.col(FEATURES)).alias(_N_FACTOR_ROWS),
-        ]
-    grouped = union.groupBy(USER_IDX).agg(*aggs)
-    if test is not None:
-        grouped = grouped.filter(F.size(_TEST_ITEMS) > 0)
-    elif users is not None:
-        grouped = grouped.filter(F.col("_requested") == 1)
-    else:
-        grouped = grouped.filter(F.size(_TRAIN_ITEMS) > 0)
-    return grouped.drop("_requested")
-
-
-# --------------------------------------------------------------------------- #
-# Executor-side helpers (Arrow batch -> NumPy)
-# --------------------------------------------------------------------------- #
-
-
-def _list_csr(arr: pa.Array, dtype: type = np.int64) -> tuple[np.ndarray, np.ndarray]:
-    """A list Arrow column as (flat values of ``dtype``, int64 indptr); null lists are empty."""
-    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
-    values = arr.flatten()
-    if values.null_count:
-        raise DataValidationError(f"{values.null_count} null value(s) inside list column")
-    indptr = np.zeros(len(arr) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    return values.to_numpy(zero_copy_only=False).astype(dtype, copy=False), indptr
-
-
-def _user_vectors(arr: pa.Array, n_factors: int) -> tuple[np.ndarray, np.ndarray]:
-    """Features column as float32 [n, n_factors]; null rows become zeros (returned mask)."""
-    values, indptr = _list_csr(arr.cast(pa.list_(pa.float32())), np.float32)
-    lengths = np.diff(indptr)
-    missing = lengths == 0
-    if np.any(lengths[~missing] != n_factors):
-        bad = int(lengths[~missing][lengths[~missing] != n_factors][0])
-        raise DataValidationError(
-            f"user_factors: a features vector has length {bad}, expected {n_factors} "
-            "(the item factors' rank)"
-        )
-    out = np.zeros((len(arr), n_factors), dtype=np.float32)
-    out[~missing] = values.reshape(-1, n_factors) if n_factors else 0.0
-    return out, missing
-
-
-def _block_keys(items: np.ndarray, indptr: np.ndarray, start: int, stop: int, n_items: int):
-    """Unique ``row * n_items + item`` keys of a block, plus the count of out-of-range items."""
-    flat = items[indptr[start] : indptr[stop]]
-    rows = np.repeat(np.arange(stop - start, dtype=np.int64), np.diff(indptr[start : stop + 1]))
-    valid = (flat >= 0) & (flat < n_items)
-    keys = np.unique(rows[valid] * n_items + flat[valid])
-    return keys, int(np.count_nonzero(~valid))
-
-
-def _score(scorer: Scorer, users: np.ndarray, vectors: np.ndarray | None) -> np.ndarray:
-    scores = scorer.score_block(users, vectors)
-    scores = np.asarray(scores, dtype=np.float32)
-    if scores.shape != (len(users), scorer.n_items):
-        raise ModelFitError(
-            f"{type(scorer).__name__}.score_block returned shape {scores.shape}, expected "
-            f"({len(users)}, {scorer.n_items})"
-        )
-    if not (scores.flags.c_contiguous and scores.flags.writeable):
-        scores = np.array(scores, dtype=np.float32, order="C")
-    return scores
-
-
 def _evaluate_batches(
     batches: Iterator[pa.RecordBatch],
     scorer: Scorer,
@@ -254,26 +122,26 @@ def _evaluate_batches(
     for batch in batches:
         has_factors = FEATURES in batch.schema.names
         users = batch.column(USER_IDX).to_numpy(zero_copy_only=False).astype(np.int64)
-        test_items, test_ptr = _list_csr(batch.column(_TEST_ITEMS))
-        train_items, train_ptr = _list_csr(batch.column(_TRAIN_ITEMS))
+        test_items, test_ptr = list_csr(batch.column(TEST_ITEMS))
+        train_items, train_ptr = list_csr(batch.column(TRAIN_ITEMS))
         if has_factors:
-            vectors, missing = _user_vectors(batch.column(FEATURES), scorer.n_factors)
+            vectors, missing = user_vectors(batch.column(FEATURES), scorer.n_factors)
         else:
             vectors, missing = None, np.zeros(len(users), dtype=bool)
         counts = dict.fromkeys(_COUNTERS, 0)
-        if _N_FACTOR_ROWS in batch.schema.names:
-            factor_rows = batch.column(_N_FACTOR_ROWS).to_numpy(zero_copy_only=False)
+        if N_FACTOR_ROWS in batch.schema.names:
+            factor_rows = batch.column(N_FACTOR_ROWS).to_numpy(zero_copy_only=False)
             counts["n_duplicate_factors"] = int(np.count_nonzero(factor_rows > 1))
         sums = dict.fromkeys(names, 0)
         for start in range(0, len(users), block_rows):
             stop = min(start + block_rows, len(users))
             n_block = stop - start
-            scores = _score(
+            scores = checked_scores(
                 scorer, users[start:stop], None if vectors is None else vectors[start:stop]
             )
             bad_rows = ~np.isfinite(scores).all(axis=1)
-            test_keys, n_bad = _block_keys(test_items, test_ptr, start, stop, n_items)
-            train_keys, n_bad_train = _block_keys(train_items, train_ptr, start, stop, n_items)
+            test_keys, n_bad = block_keys(test_items, test_ptr, start, stop, n_items)
+            train_keys, n_bad_train = block_keys(train_items, train_ptr, start, stop, n_items)
             overlap = np.isin(test_keys, train_keys, assume_unique=True)
             counts["n_bad_test_items"] += n_bad
             counts["n_bad_train_items"] += n_bad_train
@@ -332,7 +200,7 @@ def evaluate(
     once, ``weight`` ignored) are ranked among all ``n_items`` items, minus the
     user's training items when ``exclude_train`` -- a model should not get
     credit or blame for re-recommending what the user already has. Ties are
-    broken by item index, consistently with :func:`recommend`.
+    broken by item index, consistently with :func:`recspark.models.topk.recommend`.
 
     Parameters
     ----------
@@ -375,12 +243,12 @@ def evaluate(
     a single aggregated row.
     """
     ks = _check_ks(ks)
-    _require_columns(train, "train", (USER_IDX, ITEM_IDX))
-    _require_columns(test, "test", (USER_IDX, ITEM_IDX))
-    block_rows = _block_rows(scorer.n_items, block_size)
+    require_columns(train, "train", (USER_IDX, ITEM_IDX))
+    require_columns(test, "test", (USER_IDX, ITEM_IDX))
+    block_rows = rows_per_block(scorer.n_items, block_size)
     names = metric_names(ks)
 
-    users = _user_table(scorer, train, test=test)
+    users = user_table(scorer, train, test=test)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return _evaluate_batches(batches, scorer, ks, exclude_train, block_rows)
@@ -468,151 +336,6 @@ def evaluate_baselines(
         }
     finally:
         popularity.unpersist()
-
-
-def _recommend_batches(
-    batches: Iterator[pa.RecordBatch],
-    scorer: Scorer,
-    k: int,
-    exclude_train: bool,
-    block_rows: int,
-) -> Iterator[pa.RecordBatch]:
-    n_items = scorer.n_items
-    for batch in batches:
-        users = batch.column(USER_IDX).to_numpy(zero_copy_only=False).astype(np.int64)
-        if exclude_train:
-            train_items, train_ptr = _list_csr(batch.column(_TRAIN_ITEMS))
-        vectors = None
-        if _N_FACTOR_ROWS in batch.schema.names:
-            factor_rows = batch.column(_N_FACTOR_ROWS).to_numpy(zero_copy_only=False)
-            if np.any(factor_rows > 1):
-                raise DataValidationError(
-                    f"scorer.user_factors has more than one row for "
-                    f"{int(np.count_nonzero(factor_rows > 1))} user(s); expected one per user_idx"
-                )
-        if FEATURES in batch.schema.names:
-            vectors, _ = _user_vectors(batch.column(FEATURES), scorer.n_factors)
-        for start in range(0, len(users), block_rows):
-            stop = min(start + block_rows, len(users))
-            scores = _score(
-                scorer, users[start:stop], None if vectors is None else vectors[start:stop]
-            )
-            if not np.isfinite(scores).all():
-                raise ModelFitError(
-                    f"{type(scorer).__name__} produced NaN/inf scores; the model diverged -- "
-                    "refit with a lower learning rate or stronger regularisation."
-                )
-            if exclude_train:
-                keys, n_bad = _block_keys(train_items, train_ptr, start, stop, n_items)
-                if n_bad:
-                    raise DataValidationError(
-                        f"train has {n_bad} item_idx value(s) outside 0..{n_items - 1}; "
-                        "index train with the item map the model was trained on."
-                    )
-                scores.reshape(-1)[keys] = -np.inf
-            items, vals = top_k(scores, k)
-            keep = vals > -np.inf  # users with fewer than k unseen items get fewer rows
-            n_block, width = items.shape
-            ranks = np.broadcast_to(np.arange(1, width + 1, dtype=np.int32), (n_block, width))
-            user_col = np.broadcast_to(users[start:stop, None], (n_block, width))
-            yield pa.RecordBatch.from_arrays(
-                [
-                    pa.array(user_col[keep].astype(np.int32)),
-                    pa.array(ranks[keep]),
-                    pa.array(items[keep].astype(np.int32)),
-                    pa.array(vals[keep].astype(np.float32)),
-                ],
-                names=[USER_IDX, RANK, ITEM_IDX, SCORE],
-            )
-
-
-_RECS_SCHEMA = T.StructType(
-    [
-        T.StructField(USER_IDX, T.IntegerType()),
-        T.StructField(RANK, T.IntegerType()),
-        T.StructField(ITEM_IDX, T.IntegerType()),
-        T.StructField(SCORE, T.FloatType()),
-    ]
-)
-
-
-def recommend(
-    scorer: Scorer,
-    train: DataFrame,
-    *,
-    k: int = 10,
-    users: DataFrame | None = None,
-    exclude_train: bool = True,
-    block_size: int | None = None,
-) -> DataFrame:
-    """Top-``k`` items for every user, excluding items they already have.
-
-    Lazy: returns a DataFrame plan; nothing runs until it is written or counted.
-
-    Parameters
-    ----------
-    scorer : Scorer
-        Model or baseline.
-    train : DataFrame
-        ``user_idx`` int, ``item_idx`` int: the seen items, and (when ``users``
-        is None) the set of users to recommend for.
-    k : int
-        Items per user. Users with fewer than ``k`` unseen items get fewer rows.
-    users : DataFrame, optional
-        A ``user_idx`` column restricting the output to these users (may include
-        users absent from ``train``; users absent from ``scorer.user_factors``
-        are scored with a zero vector, i.e. by item bias / index alone).
-    exclude_train : bool
-        Drop each user's training items (default).
-    block_size : int, optional
-        Users scored per BLAS call (see :func:`evaluate`).
-
-    Returns
-    -------
-    DataFrame
-        ``user_idx`` int, ``rank`` int (1-based), ``item_idx`` int,
-        ``score`` float; per user, ranks are ``1..k`` in order of score
-        descending, ties broken by ``item_idx`` ascending.
-    """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"k must be an integer >= 1, got {k!r}")
-    _require_columns(train, "train", (USER_IDX, ITEM_IDX))
-    block_rows = _block_rows(scorer.n_items, block_size)
-    if users is not None:
-        _require_columns(users, "users", (USER_IDX,))
-    targets = _user_table(scorer, train, users=users)
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return _recommend_batches(batches, scorer, k, exclude_train, block_rows)
-
-    return targets.mapInArrow(run, _RECS_SCHEMA)
-
-
-def with_original_ids(recs: DataFrame, user_map: DataFrame, item_map: DataFrame) -> DataFrame:
-    """Replace internal indices in ``recs`` by the external ids, for publishing.
-
-    Parameters
-    ----------
-    recs : DataFrame
-        Output of :func:`recommend`.
-    user_map : DataFrame
-        ``user_id``, ``user_idx`` (from :mod:`recspark.data.indexing`).
-    item_map : DataFrame
-        ``item_id``, ``item_idx``; O(n_items), so it is broadcast-joined.
-
-    Returns
-    -------
-    DataFrame
-        ``user_id``, ``rank``, ``item_id``, ``score``. Left joins: an index missing
-        from a map yields a null id rather than silently dropping the row.
-    """
-    _require_columns(user_map, "user_map", (USER_ID, USER_IDX))
-    _require_columns(item_map, "item_map", (ITEM_ID, ITEM_IDX))
-    return (
-        recs.join(user_map.select(USER_ID, USER_IDX), on=USER_IDX, how="left")
-        .join(F.broadcast(item_map.select(ITEM_ID, ITEM_IDX)), on=ITEM_IDX, how="left")
-        .select(USER_ID, RANK, ITEM_ID, SCORE)
-    )
 
 
 def evaluate_cold_items(

@@ -4,7 +4,7 @@ Every evaluation reports these next to the model, computed by the same code on
 the same split, so a model's numbers can be read against "recommend what is
 popular" and "recommend anything". Both are :class:`~recspark.models.scoring.Scorer`
 objects and go through :func:`recspark.evaluation.ranking.evaluate` and
-:func:`~recspark.evaluation.ranking.recommend` unchanged.
+:func:`~recspark.models.topk.recommend` unchanged.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How a model scores a block of users against every item.
 
 Evaluation (:func:`recspark.evaluation.ranking.evaluate`) and top-N output
-(:func:`recspark.evaluation.ranking.recommend`) only need one operation from a
+(:func:`recspark.models.topk.recommend`) only need one operation from a
 model: given a block of users, return their scores for all items. A
 :class:`Scorer` is that operation plus the per-user state it needs, so every
 model family (Spark ALS, the WARP/BPR trainer, the baselines in

@@ -53,10 +53,11 @@ from pyspark.sql import functions as F
 from recspark.config import NightlyConfig
 from recspark.data.columns import ITEM_IDX, SCORE, USER_IDX
 from recspark.errors import CandidateRejected
-from recspark.evaluation.ranking import evaluate, recommend, with_original_ids
+from recspark.evaluation.ranking import evaluate
 from recspark.models.baselines import PopularityScorer
 from recspark.models.fit import FittedModel, fit_als, fit_warp, side_feature_matrices
 from recspark.models.scoring import FactorScorer, Scorer
+from recspark.models.topk import recommend, with_original_ids
 from recspark.models.warp.warm_start import warm_start_model
 from recspark.pipeline.prepare import PreparedData, prepare_matrix
 from recspark.runs import publish

@@ -16,10 +16,11 @@ from pyspark.sql import functions as F
 
 from recspark.config import TrainConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
-from recspark.evaluation.ranking import evaluate, evaluate_cold_items, recommend, with_original_ids
+from recspark.evaluation.ranking import evaluate, evaluate_cold_items
 from recspark.models.baselines import PopularityScorer, RandomScorer
 from recspark.models.fit import fit_als, fit_warp, side_feature_matrices, state_scorer
 from recspark.models.scoring import FactorScorer, Scorer
+from recspark.models.topk import recommend, with_original_ids
 from recspark.models.warp.trainer import WarpState
 from recspark.pipeline.prepare import PreparedData, ensure_input, prepare_matrix
 from recspark.runs.outputs import StagedOutput, protected_paths

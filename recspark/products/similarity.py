@@ -4,7 +4,7 @@ Every product here is one of two shapes:
 
 * **queries x candidates top-k with exclusions** (similar items, items per
   tag, tag suggestions, similar tags). That is exactly what
-  :func:`recspark.evaluation.ranking.recommend` computes for users x items,
+  :func:`recspark.models.topk.recommend` computes for users x items,
   so :func:`top_k_cosine` reuses it instead of duplicating it: the
   L2-normalised candidate vectors become a :class:`FactorScorer`'s item matrix
   (one broadcast), the normalised query vectors its ``user_factors`` (keyed by
@@ -42,8 +42,8 @@ from pyspark.sql import functions as F
 
 from recspark.data.columns import FEATURE, FEATURES, ITEM_ID, ITEM_IDX, RANK, SCORE, USER_ID, USER_IDX
 from recspark.errors import DataValidationError
-from recspark.evaluation.ranking import recommend
 from recspark.models.scoring import FactorScorer
+from recspark.models.topk import recommend
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def top_k_cosine(
 ) -> DataFrame:
     """Exact top-``k`` candidates by cosine similarity for every query row, on executors.
 
-    A thin adapter over :func:`~recspark.evaluation.ranking.recommend`, so the
+    A thin adapter over :func:`~recspark.models.topk.recommend`, so the
     blocked, broadcast, exactly-tie-broken top-k code exists once.
 
     Parameters

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from recspark.data.synthetic import SyntheticSpec, interactions_frame
+from recspark.config import SyntheticSpec
+from recspark.data.synthetic import interactions_frame
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "nightly-submit-test"

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from recspark.data.columns import ITEM_IDX, RANK, USER_IDX
-from recspark.evaluation.ranking import evaluate, evaluate_baselines, metric_names, recommend
+from recspark.evaluation.ranking import evaluate, evaluate_baselines, metric_names
 from recspark.models.baselines import PopularityScorer, RandomScorer
+from recspark.models.topk import recommend
 
 pytestmark = pytest.mark.spark
 

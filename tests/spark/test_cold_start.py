@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recspark.config import FeatureSource, SideFeatures
+from recspark.config import FeatureSource, SideFeatures, SyntheticSpec
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.features import build_feature_matrix
 from recspark.data.indexing import apply_id_maps, build_id_map, map_size
 from recspark.data.split import check_disjoint, item_holdout_split
-from recspark.data.synthetic import SyntheticSpec, interactions_frame, item_tags_frame
+from recspark.data.synthetic import interactions_frame, item_tags_frame
 from recspark.evaluation.ranking import evaluate_cold_items
 from recspark.models.warp.estimator import RankingFM
 

@@ -24,8 +24,8 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import functions as F
 
 from recspark import cli
-from recspark.config import NightlyConfig, load_config
-from recspark.data.synthetic import SyntheticSpec, interactions_frame
+from recspark.config import NightlyConfig, SyntheticSpec, load_config
+from recspark.data.synthetic import interactions_frame
 from recspark.errors import ConfigError
 from recspark.models.warp.estimator import RankingFMModel
 from recspark.models.warp.warm_start import warm_start_model

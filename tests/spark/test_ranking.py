@@ -10,8 +10,9 @@ import pytest
 
 from recspark.data.columns import ITEM_IDX, RANK, SCORE, USER_IDX
 from recspark.errors import DataValidationError, ModelFitError
-from recspark.evaluation.ranking import evaluate, metric_names, recommend, with_original_ids
+from recspark.evaluation.ranking import evaluate, metric_names
 from recspark.models.scoring import FactorScorer
+from recspark.models.topk import recommend, with_original_ids
 
 pytestmark = pytest.mark.spark
 

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recspark.config import SyntheticSpec
 from recspark.data.columns import ITEM_ID, TIMESTAMP, USER_ID, WEIGHT
 from recspark.data.synthetic import (
     FEATURE,
     VALUE,
-    SyntheticSpec,
     generate,
     generate_if_missing,
     interactions_frame,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from recspark.config import FeatureSource, NightlyConfig, SideFeatures, TrainerParams, load_config
+from recspark.config import FeatureSource, NightlyConfig, SideFeatures, SyntheticSpec, TrainerParams, load_config
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.features import build_feature_matrix
 from recspark.data.indexing import apply_id_maps, build_id_map, map_size
-from recspark.data.synthetic import SyntheticSpec, interactions_frame, user_interests_frame
+from recspark.data.synthetic import interactions_frame, user_interests_frame
 from recspark.errors import ConfigError
 from recspark.evaluation.ranking import evaluate
 from recspark.models.baselines import PopularityScorer

@@ -8,10 +8,11 @@ import pytest
 import scipy.sparse as sp
 from pyspark.sql import functions as F
 
+from recspark.config import SyntheticSpec
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.indexing import apply_id_maps, build_id_map
 from recspark.data.split import holdout_split
-from recspark.data.synthetic import SyntheticSpec, interactions_frame
+from recspark.data.synthetic import interactions_frame
 from recspark.errors import ConfigError
 from recspark.evaluation.ranking import evaluate
 from recspark.models.baselines import PopularityScorer

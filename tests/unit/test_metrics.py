@@ -18,8 +18,8 @@ from recspark.evaluation.metrics import (
     ranks_from_lists,
     recall_at_k,
     reciprocal_rank,
-    top_k,
 )
+from recspark.models.topk import top_k
 
 # --------------------------------------------------------------------------- #
 # Brute-force oracle: full sort of each user's eligible items, plain loops.

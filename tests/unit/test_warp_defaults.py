@@ -1,10 +1,13 @@
-"""Automatic shard and task counts (used when the config leaves them null)."""
+"""Automatic shard and task counts (used when the config leaves them null), and checks made before Spark runs."""
 
 from __future__ import annotations
 
 import pytest
+import scipy.sparse as sp
 
-from recspark.models.warp.trainer import MIN_ROWS_PER_SHARD, default_shards, default_tasks
+from recspark.errors import DataValidationError
+from recspark.models.warp.kernel import KernelParams
+from recspark.models.warp.trainer import MIN_ROWS_PER_SHARD, TrainerParams, WarpTrainer, default_shards, default_tasks
 
 
 @pytest.mark.parametrize(("n_rows", "parallelism", "expected"), [
@@ -29,3 +32,10 @@ def test_default_shards_is_parallelism_capped_by_rows(n_rows, parallelism, expec
 ])
 def test_default_tasks_is_one_locally_and_one_per_shard_on_a_cluster(n_shards, master, expected):
     assert default_tasks(n_shards, master) == expected
+
+
+def test_item_features_of_another_catalogue_are_a_data_error_before_spark_runs():
+    # DataValidationError maps to exit code 3 (invalid input data); a bare ValueError was exit code 1.
+    trainer = WarpTrainer(None, KernelParams(), TrainerParams())  # no Spark: checked before it is used
+    with pytest.raises(DataValidationError, match="item_features has 4 rows but there are 5 items"):
+        trainer.fit(None, n_users=3, n_items=5, item_features=sp.identity(4, format="csr"))

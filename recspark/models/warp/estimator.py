@@ -51,8 +51,8 @@ from recspark.data.features import FeatureMatrix
 from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, save_id_map
 from recspark.config import KernelParams, TrainerParams, field_problems
 from recspark.errors import ConfigError
-from recspark.evaluation.ranking import recommend
 from recspark.models.scoring import FactorScorer
+from recspark.models.topk import recommend
 from recspark.models.warp.state import SideParams
 from recspark.models.warp.trainer import (
     WarpState,
@@ -309,7 +309,7 @@ class RankingFMModel(Model, _RankingFMParams):
 
         Like ALS, items the user interacted with are not excluded (the model
         does not keep the training data); use
-        :func:`recspark.evaluation.ranking.recommend` with ``train`` to exclude them.
+        :func:`recspark.models.topk.recommend` with ``train`` to exclude them.
         """
         return self._recommend(self.user_map.select(USER_IDX), numItems)
 
@@ -386,8 +386,9 @@ class RankingFMModel(Model, _RankingFMParams):
         vocab = spark.read.parquet(f"{root}/item_feature_vocab").toPandas().sort_values("feature_idx")
         user_vocab = _read_vocab(spark, f"{root}/user_feature_vocab")
         blocks = WarpState.user_blocks_from_frame(spark.read.parquet(f"{root}/user_state"), len(user_vocab))
-        state = WarpState(_read_side(spark, f"{root}/item_side"), features, blocks, meta["n_users"],
-                          meta["n_items"], meta["epochs_done"], meta["history"],
+        state = WarpState(item_side=_read_side(spark, f"{root}/item_side"), item_features=features,
+                          user_blocks=blocks, n_users=meta["n_users"], n_items=meta["n_items"],
+                          epochs_done=meta["epochs_done"], history=meta["history"],
                           user_shared=_read_side(spark, f"{root}/user_shared") if user_vocab else None)
         model = cls(state, load_id_map(spark, f"{root}/id_maps/users"),
                     load_id_map(spark, f"{root}/id_maps/items"), vocab["feature"].tolist(), user_vocab)

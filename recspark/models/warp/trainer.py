@@ -64,7 +64,8 @@ from pyspark.sql import types as T
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX, VALUE, WEIGHT
 from recspark.data.features import FeatureMatrix
 from recspark.config import STATE_CHUNK_BYTES, KernelParams, TrainerParams
-from recspark.errors import ConfigError
+from recspark.errors import ConfigError, DataValidationError
+from recspark.models.warp import streams
 from recspark.models.warp.kernel import check_finite, fit_epoch, representations
 from recspark.models.warp.state import SideParams
 
@@ -343,7 +344,7 @@ def item_block(n_items: int, n_blocks: int, block: int, *, seed: int, epoch: int
     a block in some epochs: a pairwise loss only compares items of one block,
     and fixed blocks would never calibrate scores across blocks.
     """
-    permutation = np.random.default_rng([seed, epoch, 0xB10C]).permutation(n_items)
+    permutation = np.random.default_rng([seed, epoch, streams.ITEM_BLOCKS]).permutation(n_items)
     block_items = np.sort(np.flatnonzero(permutation % n_blocks == block))
     local_of = np.full(n_items, -1, dtype=np.int64)
     local_of[block_items] = np.arange(len(block_items))
@@ -414,7 +415,7 @@ def run_shard_epoch(
         rows, items_idx, weights = data.rows, data.items, data.weights
         rounds = rounds_per_epoch(params, n_shards)
         if rounds > 1:
-            order = np.random.default_rng([seed, epoch, shard_id, 0x5111CE]).permutation(len(rows))
+            order = np.random.default_rng([seed, epoch, shard_id, streams.ROUND_SLICES]).permutation(len(rows))
             part = np.sort(order[sync_round::rounds])
             rows, items_idx, weights = rows[part], items_idx[part], weights[part]
         positives = data.positives()
@@ -517,9 +518,11 @@ class UserBlock:
         return representations(self.features, SideParams.concatenate([self.side, shared]))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WarpState:
     """A fitted (or warm-startable) model: item side on the driver, user blocks in the cluster.
+
+    Keyword-only: eleven fields, several of the same type, are too many to pass by position.
 
     ``user_blocks`` is an RDD of ``(shard_id, UserBlock)`` read from the
     persisted ``cache`` (the last round's output); its size is O(users), so it
@@ -697,6 +700,42 @@ def _is_identity(features: sp.csr_matrix) -> bool:
             and np.array_equal(features.indptr, np.arange(n + 1)) and bool(np.all(features.data == 1)))
 
 
+def _user_side_features(user_features: FeatureMatrix | None) -> tuple[int, np.ndarray | None]:
+    """How many user side features the fit shares across shards, and their per-feature L2 (if any)."""
+    if user_features is None:
+        return 0, None
+    alpha = user_features.feature_alpha()
+    return len(user_features.names), (alpha[user_features.n_identity:] if alpha is not None else None)
+
+
+def _warm_parameters(init: WarpState, n_user_shared: int) -> tuple[SideParams, SideParams | None]:
+    """Copies of ``init``'s item side and user side features' rows, refused when the user features differ."""
+    n_init_shared = init.user_shared.n_features if init.user_shared else 0
+    if n_init_shared != n_user_shared:
+        raise ConfigError(f"init: the model has {n_init_shared} user side features, this fit {n_user_shared}; "
+                          "warm starts need the same ones")
+    return init.item_side.copy(), (init.user_shared.copy() if init.user_shared else None)
+
+
+@dataclass
+class _FitRun:
+    """One fit's layout and progress, handed between the steps of :meth:`WarpTrainer.fit`."""
+
+    n_users: int
+    n_items: int
+    n_shards: int
+    n_tasks: int
+    item_features: sp.csr_matrix
+    features_bc: Any  # broadcast (item_features, item_feature_alpha, user side-feature alpha)
+    item_side: SideParams
+    user_shared: SideParams | None
+    state_rdd: RDD  # the shards' (ShardData, UserBlock) chunks the next round trains
+    epochs_done: int
+    history: list[dict[str, float]]
+    cached: RDD | None = None  # the persisted RDD state_rdd reads its shards from
+    broadcasts: list[Any] = field(default_factory=list)  # item-side broadcasts the cache's lineage needs
+
+
 class WarpTrainer:
     """Drives the epochs on the cluster; see the module docstring for the algorithm."""
 
@@ -735,105 +774,146 @@ class WarpTrainer:
         between when the fit has one shard: one Spark task then trains all the
         epochs between two such points, so their stats arrive together.
         """
+        item_features = self._checked_item_features(item_features, n_items, init, user_features)  # before Spark
         sc = self.spark.sparkContext
-        p, kernel = self.params, self.kernel
+        p = self.params
         n_shards = p.n_shards or default_shards(train.count(), sc.defaultParallelism)
         n_tasks = min(p.n_tasks or default_tasks(n_shards, sc.master), n_shards)
+        # The first round's job builds the shards (a job of their own would cost a few tenths of a second,
+        # a small set's whole fit), so the first epoch's time includes building them; the persisted
+        # round outputs hold the shards from then on, and a lost one is rebuilt from lineage.
+        shards = _shard_rdd(train, n_shards, n_tasks, n_items, p.state_chunk_bytes, user_features)
+        n_user_shared, user_alpha = _user_side_features(user_features)
+        if init is not None:
+            item_side, user_shared = _warm_parameters(init, n_user_shared)
+            state_rdd = self._warm_state(shards, init, n_shards, n_tasks)
+        else:
+            item_side, user_shared = self._fresh_parameters(item_features.shape[1], n_user_shared)
+            state_rdd = self._fresh_state(shards)
+        run = _FitRun(n_users=n_users, n_items=n_items, n_shards=n_shards, n_tasks=n_tasks,
+                      item_features=item_features,
+                      features_bc=sc.broadcast((item_features, item_feature_alpha, user_alpha)),
+                      item_side=item_side, user_shared=user_shared, state_rdd=state_rdd,
+                      epochs_done=init.epochs_done if init else 0, history=list(init.history) if init else [])
+        last_epoch = run.epochs_done + (epochs or p.epochs)
+        checkpoint_interval = p.checkpoint_interval if sc.getCheckpointDir() else 0
+        state = None
+        while run.epochs_done < last_epoch:
+            # One task holding every shard merges them itself: it trains every epoch up to the next point
+            # where the caller wants the state (state_every), a checkpoint or the end. Several tasks merge
+            # their item deltas on the driver every round.
+            epoch = run.epochs_done
+            stop = epoch + 1 if n_tasks > 1 else _next_stop(epoch, last_epoch, state_every, checkpoint_interval)
+            start = time.perf_counter()
+            per_epoch = self._train_epochs(run, stop)
+            seconds = (time.perf_counter() - start) / (stop - epoch)  # a multi-epoch task's wall time, shared
+            state = self._report_epochs(run, stop, seconds, per_epoch, on_epoch)
+            run.epochs_done = stop
+        if state is None:
+            raise ConfigError("epochs must be >= 1")
+        return state
+
+    # -- the steps of fit
+
+    def _checked_item_features(self, item_features: sp.csr_matrix | None, n_items: int, init: WarpState | None,
+                               user_features: FeatureMatrix | None) -> sp.csr_matrix:
+        """The fit's item features (``init``'s, or identity, when not given), refused when they cannot fit."""
         if item_features is None:
             item_features = init.item_features if init else sp.identity(n_items, dtype=np.float32, format="csr")
         item_features = sp.csr_matrix(item_features, dtype=np.float32)
         if item_features.shape[0] != n_items:
-            raise ValueError(f"item_features has {item_features.shape[0]} rows but there are {n_items} items")
-        if p.strategy == "stratified" and (not _is_identity(item_features) or user_features is not None):
+            raise DataValidationError(f"item_features has {item_features.shape[0]} rows but there are {n_items} "
+                                      "items; build the feature matrix over the item map train was indexed with")
+        if self.params.strategy == "stratified" and (not _is_identity(item_features) or user_features is not None):
             raise ConfigError("strategy='stratified' needs identity item features and no user features (side "
                               "features are shared across blocks and shards); use strategy='hogwild'")
-        shards = _shard_rdd(train, n_shards, n_tasks, n_items, p.state_chunk_bytes, user_features)
-        n_user_shared = len(user_features.names) if user_features is not None else 0
-        user_alpha = user_features.feature_alpha() if user_features is not None else None
-        user_alpha = user_alpha[user_features.n_identity:] if user_alpha is not None else None
-        if init is not None:
-            if (init.user_shared.n_features if init.user_shared else 0) != n_user_shared:
-                raise ConfigError(f"init: the model has {init.user_shared.n_features if init.user_shared else 0} "
-                                  f"user side features, this fit {n_user_shared}; warm starts need the same ones")
-            user_shared = init.user_shared.copy() if init.user_shared else None
-            item_side = init.item_side.copy()
-            state_rdd = self._warm_state(shards, init, n_shards, n_tasks)
-            first_epoch = init.epochs_done
-            history = list(init.history)
-        else:
-            item_side = SideParams.init(item_features.shape[1], p.no_components, kernel.optimiser,
-                                        np.random.default_rng([p.seed, 0xFEA7]))
-            state_rdd = self._fresh_state(shards)
-            first_epoch, history = 0, []
-            user_shared = (SideParams.init(n_user_shared, p.no_components, kernel.optimiser,
-                                           np.random.default_rng([p.seed, 0x05E7, 0xFEA7])) if n_user_shared else None)
-        # The first round's job builds the shards (a job of their own would cost a few tenths of a second,
-        # a small set's whole fit), so the first epoch's time includes building them; the persisted
-        # round outputs hold the shards from then on, and a lost one is rebuilt from lineage.
-        cached: RDD | None = None  # the persisted RDD the next round reads its shards from
-        features_bc = sc.broadcast((item_features, item_feature_alpha, user_alpha))
-        broadcasts: list[Any] = []
-        last_epoch = first_epoch + (epochs or p.epochs)
-        rounds = rounds_per_epoch(p, n_shards)
+        return item_features
+
+    def _fresh_parameters(self, n_item_features: int, n_user_shared: int) -> tuple[SideParams, SideParams | None]:
+        """LightFM's initialisation of the item side and of the user side features' rows (if any)."""
+        p, optimiser = self.params, self.kernel.optimiser
+        item_side = SideParams.init(n_item_features, p.no_components, optimiser,
+                                    np.random.default_rng([p.seed, streams.ITEM_INIT]))
+        user_shared = (SideParams.init(n_user_shared, p.no_components, optimiser,
+                                       np.random.default_rng([p.seed, streams.USER_INIT, streams.ITEM_INIT]))
+                       if n_user_shared else None)
+        return item_side, user_shared
+
+    def _train_epochs(self, run: _FitRun, stop: int) -> dict[int, list[float]]:
+        """Train epochs ``run.epochs_done .. stop - 1``: one Spark job per round, or one for all with one task.
+
+        Updates ``run``'s parameters and cluster state; returns each epoch's
+        summed kernel stats (samples, updates, loss, CPU seconds).
+        """
+        sc, p = self.spark.sparkContext, self.params
+        rounds = rounds_per_epoch(p, run.n_shards)
+        steps = [(e, r) for e in range(run.epochs_done, stop) for r in range(rounds)]
+        jobs = [steps] if run.n_tasks == 1 else [[step] for step in steps]
+        per_epoch: dict[int, list[float]] = {}
+        for i, job in enumerate(jobs):
+            checkpoint = (i == len(jobs) - 1 and stop % p.checkpoint_interval == 0
+                          and sc.getCheckpointDir() is not None)
+            delta = self._run_job(run, job, checkpoint)
+            run.item_side, run.user_shared = apply_delta(run.item_side, run.user_shared, delta)
+            if delta is not None:
+                _add_epoch_stats(per_epoch, delta.epochs)
+        return per_epoch
+
+    def _run_job(self, run: _FitRun, steps: list[tuple[int, int]], checkpoint: bool) -> SharedDelta | None:
+        """One Spark job training every shard through ``steps``; returns the summed item-side delta.
+
+        Its only action trains the shards, caches their outputs (the next
+        job's input) and sums their deltas; with ``checkpoint`` the new state
+        is also checkpointed, which truncates the lineage.
+        """
+        item_bc = self.spark.sparkContext.broadcast((run.item_side, run.user_shared))
+        run.broadcasts.append(item_bc)
+        out = self._epoch_rdd(run.state_rdd, item_bc, run.features_bc, steps, run.n_shards)
+        out = out.persist(StorageLevel.MEMORY_AND_DISK)
+        delta = sum_deltas_rdd(out.mapPartitions(_leading_deltas, preservesPartitioning=True), run.n_shards)
+        if run.cached is not None:
+            run.cached.unpersist()
+        run.cached = out
+        run.state_rdd = out.filter(lambda kv: not isinstance(kv[1], SharedDelta))
+        if checkpoint:
+            # A separate RDD, not ``out``, whose closure holds the broadcasts destroyed below.
+            run.state_rdd = run.state_rdd.persist(StorageLevel.MEMORY_AND_DISK)
+            run.state_rdd.checkpoint()
+            run.state_rdd.count()
+            out.unpersist()
+            run.cached = run.state_rdd
+            for bc in run.broadcasts:  # the truncated lineage no longer needs them
+                bc.destroy()
+            run.broadcasts = []
+        return delta
+
+    def _report_epochs(self, run: _FitRun, stop: int, seconds: float, per_epoch: dict[int, list[float]],
+                       on_epoch: Callable[[int, dict[str, float], WarpState | None], None] | None,
+                       ) -> WarpState | None:
+        """Log and record epochs ``run.epochs_done .. stop - 1``; returns the model after the last one."""
         state = None
-        epoch = first_epoch
-        while epoch < last_epoch:
-            # One task holding every shard merges them itself: it trains every epoch up to the next point
-            # where the caller wants the state (state_every), a checkpoint or the end. Several tasks merge
-            # their item deltas on the driver every round.
-            stop = (epoch + 1 if n_tasks > 1 else
-                    _next_stop(epoch, last_epoch, state_every, p.checkpoint_interval if sc.getCheckpointDir() else 0))
-            steps = [(e, r) for e in range(epoch, stop) for r in range(rounds)]
-            jobs = [steps] if n_tasks == 1 else [[step] for step in steps]
-            start = time.perf_counter()
-            per_epoch: dict[int, list[float]] = {}
-            for i, job in enumerate(jobs):
-                item_bc = sc.broadcast((item_side, user_shared))
-                broadcasts.append(item_bc)
-                out = self._epoch_rdd(state_rdd, item_bc, features_bc, job, n_shards)
-                out = out.persist(StorageLevel.MEMORY_AND_DISK)
-                checkpoint = (i == len(jobs) - 1 and stop % p.checkpoint_interval == 0
-                              and sc.getCheckpointDir() is not None)
-                # The job's only action: trains every shard, caches their outputs (the next
-                # job's input) and sums their item deltas.
-                delta = sum_deltas_rdd(out.mapPartitions(_leading_deltas, preservesPartitioning=True), n_shards)
-                if cached is not None:
-                    cached.unpersist()
-                cached = out
-                state_rdd = out.filter(lambda kv: not isinstance(kv[1], SharedDelta))
-                if checkpoint:
-                    # A separate RDD, not ``out``, whose closure holds the broadcasts destroyed below.
-                    state_rdd = state_rdd.persist(StorageLevel.MEMORY_AND_DISK)
-                    state_rdd.checkpoint()
-                    state_rdd.count()
-                    out.unpersist()
-                    cached = state_rdd
-                    for bc in broadcasts:  # the truncated lineage no longer needs them
-                        bc.destroy()
-                    broadcasts = []
-                item_side, user_shared = apply_delta(item_side, user_shared, delta)
-                if delta is not None:
-                    _add_epoch_stats(per_epoch, delta.epochs)
-            seconds = (time.perf_counter() - start) / (stop - epoch)  # a multi-epoch task's wall time, shared
-            for e in range(epoch, stop):
-                n_samples, n_updates, loss_sum, kernel_seconds = per_epoch.get(e, [0.0] * 4)
-                stats = {"epoch_seconds": seconds, "samples_per_s": n_samples / seconds if seconds else 0.0,
-                         "updates": float(n_updates), "mean_loss": loss_sum / max(n_samples, 1),
-                         "kernel_cpu_seconds": kernel_seconds}
-                history.append({"epoch": float(e + 1), **stats})
-                state = (WarpState(item_side, item_features, state_rdd.mapPartitions(_user_blocks, True), n_users,
-                                   n_items, e + 1, history, cached, n_shards, [*broadcasts, features_bc], user_shared)
-                         if e == stop - 1 else None)
-                log.info("epoch %d: %.1fs (kernel %.1f CPU-s over %d shards in %d tasks), %.0f samples/s, "
-                         "%d updates, mean loss %.4f", e + 1, seconds, kernel_seconds, n_shards, n_tasks,
-                         stats["samples_per_s"],
-                         stats["updates"], stats["mean_loss"])
-                if on_epoch is not None:
-                    on_epoch(e + 1, stats, state)
-            epoch = stop
-        if state is None:
-            raise ConfigError("epochs must be >= 1")
+        for e in range(run.epochs_done, stop):
+            n_samples, n_updates, loss_sum, kernel_seconds = per_epoch.get(e, [0.0] * 4)
+            stats = {"epoch_seconds": seconds, "samples_per_s": n_samples / seconds if seconds else 0.0,
+                     "updates": float(n_updates), "mean_loss": loss_sum / max(n_samples, 1),
+                     "kernel_cpu_seconds": kernel_seconds}
+            run.history.append({"epoch": float(e + 1), **stats})
+            state = self._state(run, e + 1) if e == stop - 1 else None
+            log.info("epoch %d: %.1fs (kernel %.1f CPU-s over %d shards in %d tasks), %.0f samples/s, "
+                     "%d updates, mean loss %.4f", e + 1, seconds, kernel_seconds, run.n_shards, run.n_tasks,
+                     stats["samples_per_s"], stats["updates"], stats["mean_loss"])
+            if on_epoch is not None:
+                on_epoch(e + 1, stats, state)
         return state
+
+    @staticmethod
+    def _state(run: _FitRun, epochs_done: int) -> WarpState:
+        """The model as it stands: the driver's parameters and the cached shards' user blocks."""
+        return WarpState(item_side=run.item_side, item_features=run.item_features,
+                         user_blocks=run.state_rdd.mapPartitions(_user_blocks, True), n_users=run.n_users,
+                         n_items=run.n_items, epochs_done=epochs_done, history=run.history, cache=run.cached,
+                         n_shards=run.n_shards, broadcasts=[*run.broadcasts, run.features_bc],
+                         user_shared=run.user_shared)
 
     # -- helpers
 
@@ -843,7 +923,7 @@ class WarpTrainer:
 
         def init(records: Iterable[tuple[int, StateChunk]]) -> Iterator[tuple[int, StateChunk]]:
             for shard_id, data in from_chunks(records):
-                rng = np.random.default_rng([p.seed, 0x05E7, shard_id])
+                rng = np.random.default_rng([p.seed, streams.USER_INIT, shard_id])
                 block = UserBlock(data.users, SideParams.init(len(data.users), p.no_components, optimiser, rng),
                                   data.user_features)
                 yield from to_chunks(shard_id, (data, block), p.state_chunk_bytes)
@@ -860,7 +940,7 @@ class WarpTrainer:
                     for i, u in enumerate(block.users)]
 
         def build(shard_id: int, data: ShardData, rows: Iterable[tuple[int, dict[str, np.ndarray]]]):
-            rng = np.random.default_rng([p.seed, 0x05E7, shard_id, epochs_done])
+            rng = np.random.default_rng([p.seed, streams.USER_INIT, shard_id, epochs_done])
             arrays = SideParams.init(len(data.users), p.no_components, optimiser, rng).to_dict()
             position = {int(u): i for i, u in enumerate(data.users)}
             for user, row in rows:

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from pyspark.sql import DataFrame, SparkSession
 
 from recspark.data.features import FeatureMatrix
+from recspark.models.warp import streams
 from recspark.models.warp.estimator import RankingFMModel
 from recspark.models.warp.state import SideParams
 
@@ -51,11 +52,11 @@ def warm_start_model(spark: SparkSession, champion_path: str, user_map: DataFram
     new_keys = [("identity", j) for j in range(n_identity)] + [("feature", n) for n in names]
     epochs_done = champion.state.epochs_done
     item_side = _regrown(old_side, old_keys, new_keys, no_components, optimiser,
-                         np.random.default_rng([seed, epochs_done, 0x9A8]))
+                         np.random.default_rng([seed, epochs_done, streams.NIGHTLY_ITEM_REGROW]))
     user_names = user_features.names if user_features is not None else []
+    user_rng = np.random.default_rng([seed, epochs_done, streams.NIGHTLY_USER_FEATURE_REGROW])
     user_shared = (_regrown(champion.state.user_shared, champion.user_feature_names, user_names, no_components,
-                            optimiser, np.random.default_rng([seed, epochs_done, 0x05E7]))
-                   if user_names else None)
+                            optimiser, user_rng) if user_names else None)
     log.info("warm start from %s: item side %d of %d rows kept; user side features %d of %d kept",
              champion_path, len(set(old_keys) & set(new_keys)), len(new_keys),
              len(set(champion.user_feature_names) & set(user_names)), len(user_names))

@@ -1,0 +1,245 @@
+"""Top-N recommendation for any :class:`~recspark.models.scoring.Scorer`, on executors.
+
+Top-k is a model operation (the estimator, the products job and publishing all
+use it), so it lives here rather than in evaluation. :func:`recommend` scores
+blocks of users (:mod:`recspark.models.blocks`) and takes each row's
+:func:`top_k` in the same total order as evaluation's ranks (score descending,
+then ``item_idx`` ascending), so "rank < k" in a metric means "in the top-k list".
+
+Example (driver side; factors from a fitted model)::
+
+    scorer = FactorScorer.from_dataframes(user_factors, item_factors, n_items)
+    recs = with_original_ids(recommend(scorer, train, k=10), user_map, item_map)
+    recs.write.parquet(path)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from recspark.data.columns import FEATURES, ITEM_ID, ITEM_IDX, RANK, SCORE, USER_ID, USER_IDX
+from recspark.errors import ConfigError, DataValidationError, ModelFitError
+from recspark.models.blocks import (
+    N_FACTOR_ROWS,
+    TRAIN_ITEMS,
+    block_keys,
+    checked_scores,
+    list_csr,
+    require_columns,
+    rows_per_block,
+    user_table,
+    user_vectors,
+)
+from recspark.models.scoring import Scorer
+
+__all__ = ["recommend", "top_k", "with_original_ids"]
+
+
+def top_k(
+    scores: npt.NDArray[np.floating], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]:
+    """Top-``k`` items of each row, ordered by score descending then item index ascending.
+
+    Uses ``np.argpartition`` to find each row's k-th largest score, then
+    resolves ties at that boundary by item index, so the result is a
+    deterministic function of the scores (``argpartition`` alone picks
+    arbitrarily among tied items; popularity scores tie a lot). Work is
+    O(n_rows * n_items) plus a sort of ``k`` items per row.
+
+    Parameters
+    ----------
+    scores : ndarray of float, shape [n_rows, n_items]
+        No NaN; ``-inf`` marks excluded items (they sort last; callers drop them).
+    k : int
+        Number of items per row, >= 1; capped at ``n_items``.
+
+    Returns
+    -------
+    items : ndarray of int64, shape [n_rows, min(k, n_items)]
+    top_scores : ndarray, same dtype as ``scores``, same shape as ``items``
+
+    Examples
+    --------
+    >>> s = np.array([[0.1, 0.7, 0.7, 0.3], [1.0, 1.0, 1.0, 1.0]], dtype=np.float32)
+    >>> items, vals = top_k(s, 2)
+    >>> items.tolist()
+    [[1, 2], [0, 1]]
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise DataValidationError(f"k must be an integer >= 1, got {k!r}")
+    k = int(k)
+    scores = np.asarray(scores)
+    n_rows, n_items = scores.shape
+    k = min(k, n_items)
+    if n_rows == 0 or k == 0:
+        return np.empty((n_rows, k), dtype=np.int64), np.empty((n_rows, k), dtype=scores.dtype)
+    part = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k :]
+    kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
+    greater = scores > kth
+    n_greater = np.count_nonzero(greater, axis=1, keepdims=True)
+    tied = scores == kth
+    need = k - n_greater  # tied items to take per row, >= 1
+    # Usually every tied item is needed; only rows with surplus ties (common for
+    # popularity scores) need a running count to keep the lowest indices.
+    surplus = np.flatnonzero(np.count_nonzero(tied, axis=1) > need[:, 0])
+    take_tied = tied
+    if surplus.size:
+        take_tied = tied.copy()
+        take_tied[surplus] &= np.cumsum(tied[surplus], axis=1, dtype=np.int32) <= need[surplus]
+    _, cols = np.nonzero(greater | take_tied)  # row-major: ascending index within a row
+    cols = cols.reshape(n_rows, k)
+    vals = np.take_along_axis(scores, cols, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")  # stable keeps index order on ties
+    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+def _recommend_batches(
+    batches: Iterator[pa.RecordBatch],
+    scorer: Scorer,
+    k: int,
+    exclude_train: bool,
+    block_rows: int,
+) -> Iterator[pa.RecordBatch]:
+    n_items = scorer.n_items
+    for batch in batches:
+        users = batch.column(USER_IDX).to_numpy(zero_copy_only=False).astype(np.int64)
+        if exclude_train:
+            train_items, train_ptr = list_csr(batch.column(TRAIN_ITEMS))
+        vectors = None
+        if N_FACTOR_ROWS in batch.schema.names:
+            factor_rows = batch.column(N_FACTOR_ROWS).to_numpy(zero_copy_only=False)
+            if np.any(factor_rows > 1):
+                raise DataValidationError(
+                    f"scorer.user_factors has more than one row for "
+                    f"{int(np.count_nonzero(factor_rows > 1))} user(s); expected one per user_idx"
+                )
+        if FEATURES in batch.schema.names:
+            vectors, _ = user_vectors(batch.column(FEATURES), scorer.n_factors)
+        for start in range(0, len(users), block_rows):
+            stop = min(start + block_rows, len(users))
+            scores = checked_scores(
+                scorer, users[start:stop], None if vectors is None else vectors[start:stop]
+            )
+            if not np.isfinite(scores).all():
+                raise ModelFitError(
+                    f"{type(scorer).__name__} produced NaN/inf scores; the model diverged -- "
+                    "refit with a lower learning rate or stronger regularisation."
+                )
+            if exclude_train:
+                keys, n_bad = block_keys(train_items, train_ptr, start, stop, n_items)
+                if n_bad:
+                    raise DataValidationError(
+                        f"train has {n_bad} item_idx value(s) outside 0..{n_items - 1}; "
+                        "index train with the item map the model was trained on."
+                    )
+                scores.reshape(-1)[keys] = -np.inf
+            items, vals = top_k(scores, k)
+            keep = vals > -np.inf  # users with fewer than k unseen items get fewer rows
+            n_block, width = items.shape
+            ranks = np.broadcast_to(np.arange(1, width + 1, dtype=np.int32), (n_block, width))
+            user_col = np.broadcast_to(users[start:stop, None], (n_block, width))
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.array(user_col[keep].astype(np.int32)),
+                    pa.array(ranks[keep]),
+                    pa.array(items[keep].astype(np.int32)),
+                    pa.array(vals[keep].astype(np.float32)),
+                ],
+                names=[USER_IDX, RANK, ITEM_IDX, SCORE],
+            )
+
+
+_RECS_SCHEMA = T.StructType(
+    [
+        T.StructField(USER_IDX, T.IntegerType()),
+        T.StructField(RANK, T.IntegerType()),
+        T.StructField(ITEM_IDX, T.IntegerType()),
+        T.StructField(SCORE, T.FloatType()),
+    ]
+)
+
+
+def recommend(
+    scorer: Scorer,
+    train: DataFrame,
+    *,
+    k: int = 10,
+    users: DataFrame | None = None,
+    exclude_train: bool = True,
+    block_size: int | None = None,
+) -> DataFrame:
+    """Top-``k`` items for every user, excluding items they already have.
+
+    Lazy: returns a DataFrame plan; nothing runs until it is written or counted.
+
+    Parameters
+    ----------
+    scorer : Scorer
+        Model or baseline.
+    train : DataFrame
+        ``user_idx`` int, ``item_idx`` int: the seen items, and (when ``users``
+        is None) the set of users to recommend for.
+    k : int
+        Items per user. Users with fewer than ``k`` unseen items get fewer rows.
+    users : DataFrame, optional
+        A ``user_idx`` column restricting the output to these users (may include
+        users absent from ``train``; users absent from ``scorer.user_factors``
+        are scored with a zero vector, i.e. by item bias / index alone).
+    exclude_train : bool
+        Drop each user's training items (default).
+    block_size : int, optional
+        Users scored per BLAS call (see :func:`~recspark.models.blocks.rows_per_block`).
+
+    Returns
+    -------
+    DataFrame
+        ``user_idx`` int, ``rank`` int (1-based), ``item_idx`` int,
+        ``score`` float; per user, ranks are ``1..k`` in order of score
+        descending, ties broken by ``item_idx`` ascending.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k must be an integer >= 1, got {k!r}")
+    require_columns(train, "train", (USER_IDX, ITEM_IDX))
+    block_rows = rows_per_block(scorer.n_items, block_size)
+    if users is not None:
+        require_columns(users, "users", (USER_IDX,))
+    targets = user_table(scorer, train, users=users)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _recommend_batches(batches, scorer, k, exclude_train, block_rows)
+
+    return targets.mapInArrow(run, _RECS_SCHEMA)
+
+
+def with_original_ids(recs: DataFrame, user_map: DataFrame, item_map: DataFrame) -> DataFrame:
+    """Replace internal indices in ``recs`` by the external ids, for publishing.
+
+    Parameters
+    ----------
+    recs : DataFrame
+        Output of :func:`recommend`.
+    user_map : DataFrame
+        ``user_id``, ``user_idx`` (from :mod:`recspark.data.indexing`).
+    item_map : DataFrame
+        ``item_id``, ``item_idx``; O(n_items), so it is broadcast-joined.
+
+    Returns
+    -------
+    DataFrame
+        ``user_id``, ``rank``, ``item_id``, ``score``. Left joins: an index missing
+        from a map yields a null id rather than silently dropping the row.
+    """
+    require_columns(user_map, "user_map", (USER_ID, USER_IDX))
+    require_columns(item_map, "item_map", (ITEM_ID, ITEM_IDX))
+    return (
+        recs.join(user_map.select(USER_ID, USER_IDX), on=USER_IDX, how="left")
+        .join(F.broadcast(item_map.select(ITEM_ID, ITEM_IDX)), on=ITEM_IDX, how="left")
+        .select(USER_ID, RANK, ITEM_ID, SCORE)
+    )
