@@ -18,6 +18,7 @@ LAYERS: dict[str, int] = {
     "models": 2,
     "evaluation": 3,
     "tracking": 4,
+    "runs": 4,  # run folders: staged outputs, publish, timing, the saved model folder
     "tuning": 5,
     "products": 5,
     "pipeline": 5,
