@@ -34,6 +34,29 @@ def test_set_overrides_parse_values_as_yaml():
     assert conf.als.alpha == 2.0 and isinstance(conf.als.alpha, float)
 
 
+def test_a_dotted_spark_setting_in_set_is_one_key():
+    """``spark.conf`` holds Spark's own dotted keys: the rest of the --set key after it is one key."""
+    conf = load_config(REPO / "conf" / "demo.yaml", TrainConfig,
+                       ["spark.conf.spark.ui.port=4079", "spark.conf.spark.sql.shuffle.partitions=4"])
+    assert conf.spark.conf["spark.ui.port"] == "4079"
+    assert conf.spark.conf["spark.sql.shuffle.partitions"] == "4"
+    assert "spark" not in conf.spark.conf
+
+
+def test_the_jobs_that_train_share_one_base_and_its_checks():
+    from recspark.config import NightlyConfig, TrainingJob, TuneConfig
+
+    shared = {f for f in TrainingJob.__dataclass_fields__}
+    for cls in (TrainConfig, NightlyConfig, TuneConfig):
+        assert issubclass(cls, TrainingJob) and shared <= set(cls.__dataclass_fields__)
+        with pytest.raises(ConfigError, match="split.strategy 'time' needs data.timestamp_col"):
+            load_config(None, cls, ["split.strategy=time", "split.time_last_n=1", "data.timestamp_col=null",
+                                    "tune.space=[{name: warp.learning_rate, type: uniform, low: 0.1, high: 0.2}]"]
+                        if cls is TuneConfig else
+                        ["split.strategy=time", "split.time_last_n=1", "data.timestamp_col=null"])
+    assert NightlyConfig().data.path == "data/nightly/{date}/interactions"  # its own default for a shared section
+
+
 def test_unknown_key_is_named_with_a_suggestion():
     with pytest.raises(ConfigError, match=r"als\.rnk: unknown key \(did you mean 'als\.rank'\?\)"):
         load_config(None, TrainConfig, ["als.rnk=3"])
