@@ -4,8 +4,8 @@ Each job used to assemble the estimator, the side-feature matrices, the
 scorer and the cleanup by hand, and the copies drifted (the search ignored
 ``features.users``). Here they are built once: :func:`fit_als` and
 :func:`fit_warp` return a :class:`FittedModel`; :func:`side_feature_matrices`
-builds both sides' features from the ``features`` section; :func:`state_scorer`
-scores a WARP state mid-fit. Logging to MLflow stays with the callers.
+builds both sides' features from the ``features`` section (a WARP state
+mid-fit scores through ``WarpState.scorer``). Logging to MLflow stays with the callers.
 """
 
 from __future__ import annotations
@@ -145,15 +145,6 @@ def side_feature_matrices(spark: SparkSession, conf: FeaturesConfig, user_map: D
     return SideFeatureMatrices(items, users)
 
 
-def state_scorer(state: WarpState, user_factors: DataFrame) -> FactorScorer:
-    """A WARP state (mid-fit or final) as a scorer: item representations on the driver, ``user_factors`` in Spark.
-
-    ``user_factors`` is ``state.user_factors(spark)``, or a cached copy of it.
-    """
-    reps, biases = state.item_representations()
-    return FactorScorer(reps, user_factors, item_bias=biases)
-
-
 def fit_warp(train: DataFrame, conf: WarpConfig, user_map: DataFrame, item_map: DataFrame, n_users: int,
              n_items: int, *, features: SideFeatureMatrices | None = None, init: RankingFMModel | None = None,
              on_epoch: OnEpoch | None = None, state_every: int = 0) -> FittedModel:
@@ -183,4 +174,4 @@ def fit_warp(train: DataFrame, conf: WarpConfig, user_map: DataFrame, item_map: 
             last[0].unpersist()
         raise
     users = model.user_factors_indexed().cache()
-    return FittedModel(model, state_scorer(model.state, users), users, model.item_factors_indexed())
+    return FittedModel(model, model.state.scorer(users), users, model.item_factors_indexed())

@@ -18,7 +18,7 @@ from recspark.config import TrainConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
 from recspark.evaluation.ranking import evaluate, evaluate_cold_items
 from recspark.models.baselines import PopularityScorer, RandomScorer
-from recspark.models.fit import fit_als, fit_warp, side_feature_matrices, state_scorer
+from recspark.models.fit import fit_als, fit_warp, side_feature_matrices
 from recspark.models.scoring import FactorScorer, Scorer
 from recspark.models.topk import recommend, with_original_ids
 from recspark.models.warp.trainer import WarpState
@@ -174,7 +174,7 @@ def run_warp(ctx: _Context) -> None:
         line = (f"{name} epoch {epoch:>3}/{conf.epochs}: {stats['epoch_seconds']:.1f}s, "
                 f"{stats['samples_per_s']:,.0f} samples/s, loss {stats['mean_loss']:.4f}")
         if state is not None and conf.eval_every and epoch % conf.eval_every == 0 and epoch != conf.epochs:
-            scorer = state_scorer(state, state.user_factors(ctx.spark))
+            scorer = state.scorer(state.user_factors(ctx.spark))
             value = evaluate(scorer, ctx.train, ctx.test, ks=tuple(ev.ks), exclude_train=ev.exclude_train)[primary]
             log_metrics({primary: value}, prefix=f"{name}_test_", step=epoch)
             curve.append((epoch, value))

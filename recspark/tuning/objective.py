@@ -33,7 +33,7 @@ from recspark.data.matrix import InteractionMatrix
 from recspark.data.split import holdout_split
 from recspark.errors import DataValidationError
 from recspark.evaluation.ranking import evaluate
-from recspark.models.fit import FittedModel, fit_als, fit_warp, side_feature_matrices, state_scorer
+from recspark.models.fit import FittedModel, fit_als, fit_warp, side_feature_matrices
 from recspark.models.scoring import Scorer
 from recspark.models.warp.trainer import WarpState
 from recspark.tracking.mlflow_log import log_metrics, log_params
@@ -137,7 +137,7 @@ def fitted(conf: TrainConfig, model: str, train: DataFrame, data: SearchData, re
         if interrupt is not None:
             interrupt(epoch)
         if checkpoint is not None and every and epoch % every == 0:
-            partial = state_scorer(state, state.user_factors(spark))
+            partial = state.scorer(state.user_factors(spark))
             try:
                 checkpoint(epoch, partial)
             finally:

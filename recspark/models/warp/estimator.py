@@ -299,8 +299,7 @@ class RankingFMModel(Model, _RankingFMParams):
 
     def scorer(self) -> FactorScorer:
         """The model as a :class:`FactorScorer` (``user · item + item bias``) for evaluation and top-k."""
-        reps, biases = self.state.item_representations()
-        return FactorScorer(reps, self.user_factors_indexed(), item_bias=biases)
+        return self.state.scorer(self.user_factors_indexed())
 
     # -- recommendations and scores
 

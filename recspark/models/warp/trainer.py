@@ -65,6 +65,7 @@ from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX, VALUE, WEIGHT
 from recspark.data.features import FeatureMatrix
 from recspark.config import STATE_CHUNK_BYTES, KernelParams, TrainerParams
 from recspark.errors import ConfigError, DataValidationError
+from recspark.models.scoring import FactorScorer
 from recspark.models.warp import streams
 from recspark.models.warp.kernel import check_finite, fit_epoch, representations
 from recspark.models.warp.state import SideParams
@@ -554,6 +555,14 @@ class WarpState:
     def item_representations(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Item vectors and biases ``([n_items, k], [n_items])``: sums of their feature rows."""
         return representations(self.item_features, self.item_side)
+
+    def scorer(self, user_factors: DataFrame) -> FactorScorer:
+        """The state (mid-fit or final) as a scorer: ``user · item + item bias``, item side on the driver.
+
+        ``user_factors`` is :meth:`user_factors`, or a cached copy of it.
+        """
+        reps, biases = self.item_representations()
+        return FactorScorer(reps, user_factors, item_bias=biases)
 
     def user_factors(self, spark: SparkSession) -> DataFrame:
         """DataFrame ``user_idx`` int, ``features`` array<float>, ``bias`` float: each user's representation."""
