@@ -9,7 +9,6 @@ config, 3 invalid input data, 4 model fit failed, 1 unexpected. See docs/nightly
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from pyspark.sql import SparkSession
@@ -26,12 +25,8 @@ def _nightly(spark: SparkSession, conf: NightlyConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--date", help="snapshot date YYYY-MM-DD (default: today, UTC)")
-    known, rest = parser.parse_known_args(argv)
-    if known.date:
-        rest += ["--set", f"date={known.date}"]
-    return run_job(rest, __doc__.splitlines()[0], NightlyConfig, _nightly)
+    return run_job(argv, __doc__.splitlines()[0], NightlyConfig, _nightly,
+                   flags={"--date": ("date", "snapshot date YYYY-MM-DD (default: today, UTC)")})
 
 
 if __name__ == "__main__":

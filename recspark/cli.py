@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from pyspark.sql import SparkSession
@@ -51,8 +51,12 @@ def _keep_traceback(trace: str) -> str:
 
 
 def run_job(argv: list[str] | None, description: str, config_cls: type[T],
-            body: Callable[[SparkSession, T], None]) -> int:
+            body: Callable[[SparkSession, T], None], flags: Mapping[str, tuple[str, str]] | None = None) -> int:
     """Parse ``--conf PATH --set key=value ...``, run ``body(spark, conf)``, return an exit code.
+
+    ``flags`` are a job's own options, each a shortcut for one config key:
+    ``{"--date": ("date", "help")}`` makes ``--date D`` mean ``--set date=D``
+    (listed by ``--help``; a later ``--set`` of the same key wins).
 
     Exit codes: 0 ok, 2 invalid config, 3 invalid data, 4 model fit failed,
     5 candidate rejected by the nightly quality gate, 1 anything unexpected (a bug: one paragraph on
@@ -66,7 +70,12 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
     parser.add_argument("--check-config", action="store_true",
                         help="validate the config and exit (0 valid, 2 invalid) without starting Spark; "
                              "spark-submit.sh runs this before it launches the JVM")
+    for flag, (key, text) in (flags or {}).items():
+        parser.add_argument(flag, dest=f"flag:{key}", metavar=key.upper(), help=f"{text} (= --set {key}=...)")
     args = parser.parse_args(argv)
+    shortcuts = [f"{key}={getattr(args, f'flag:{key}')}" for key, _ in (flags or {}).values()
+                 if getattr(args, f"flag:{key}") is not None]
+    args.set = shortcuts + args.set
     configure_logging()
     try:
         conf = load_config(args.conf, config_cls, overrides=args.set)

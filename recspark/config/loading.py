@@ -61,7 +61,20 @@ class Checked:
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats: ``1e6`` is a number, as a person means it (1.1 wants ``1.0e6``)."""
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e6`` is a number, as a person means it (1.1 wants ``1.0e6``).
+
+    A date that is not a calendar date (``2026-13-40``) stays a string, so the
+    field that reads it reports it, instead of PyYAML raising a bare ValueError.
+    """
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:  # type: ignore[override]
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 
 
 _Loader.add_implicit_resolver(

@@ -204,3 +204,12 @@ def test_every_job_accepts_the_wrappers_config_check(job, conf):
     result = subprocess.run([sys.executable, str(REPO / "jobs" / f"{job}.py"), "--conf", f"conf/{conf}.yaml",
                              "--check-config"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_nightly_help_lists_its_date_option_and_the_option_sets_the_date():
+    nightly = [sys.executable, str(REPO / "jobs" / "nightly.py")]
+    shown = subprocess.run(nightly + ["--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "--date" in shown.stdout, shown.stdout + shown.stderr
+    bad = subprocess.run(nightly + ["--conf", "conf/nightly.yaml", "--date", "2026-13-40", "--check-config"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "date: expected YYYY-MM-DD, got '2026-13-40'" in bad.stderr, bad.stderr

@@ -128,3 +128,15 @@ def test_a_bad_value_from_the_command_line_names_its_set(tmp_path):
     text = str(err.value)
     assert "warp.no_components: 0 is out of range; must be >= 1 (from --set warp.no_components=0)" in text
     assert "als.rank: 0 is out of range; must be >= 1\n" in text + "\n"  # from the file: no --set named
+
+
+def test_an_impossible_date_is_a_config_problem_not_a_crash(tmp_path):
+    """PyYAML raised a bare ValueError for 2026-13-40 (exit 1); the field that reads it names it."""
+    from recspark.config import NightlyConfig
+
+    with pytest.raises(ConfigError, match=r"date: expected YYYY-MM-DD, got '2026-13-40' \(from --set"):
+        load_config(None, NightlyConfig, ["date=2026-13-40"])
+    path = tmp_path / "nightly.yaml"
+    path.write_text("date: 2026-02-30\n")
+    with pytest.raises(ConfigError, match=r"date: expected YYYY-MM-DD, got '2026-02-30'"):
+        load_config(path, NightlyConfig)
