@@ -94,3 +94,13 @@ def test_an_upward_import_is_caught(tmp_path):
         "recspark/config.py:1 (config) imports recspark.data.synthetic",
         "recspark/models/topk.py:2 (models) imports recspark.evaluation.metrics",
     ]
+
+
+def test_the_package_ships_its_type_hints():
+    """PEP 561: py.typed in the package and in setup.cfg's package data, so users' type checkers read recspark."""
+    import configparser
+
+    assert (PACKAGE / "py.typed").is_file()
+    setup = configparser.ConfigParser()
+    setup.read(PACKAGE.parent / "setup.cfg")
+    assert "py.typed" in setup["options.package_data"]["recspark"]
