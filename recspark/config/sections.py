@@ -25,6 +25,9 @@ class DataConfig:
     # Rows of weight 0 are rejects (reason zero_weight) unless kept: a 0 usually means "no interaction".
     keep_zero_weight: bool = False
     dedupe: Literal["sum", "max", "count", "binary"] = "sum"
+    # Pairs whose deduplicated weight is below this are dropped before the thresholds (counted as
+    # rows_below_min_weight): turns ratings into likes, e.g. dedupe: max with min_weight: 4 on 1-5 stars.
+    min_weight: float | None = None
     min_user_interactions: int = bounded(5, ge=1)
     min_item_interactions: int = bounded(5, ge=1)
     # Generate the synthetic dataset at ``path`` when it does not exist (demo runs).

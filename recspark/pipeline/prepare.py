@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.config import DataConfig, FeaturesConfig, SideFeatures, SplitConfig
-from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
+from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.features import feature_ids
 from recspark.data.filtering import ThresholdPass, apply_min_counts, deduplicate
 from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, map_size, save_id_map
@@ -80,9 +80,15 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
         counts.update(report.as_metrics())
     with timer.stage("filter"):
         deduped = deduplicate(clean, how=data.dedupe)
+        if data.min_weight is not None:
+            counts["rows_after_dedupe"] = deduped.count()
+            deduped = deduped.filter(F.col(WEIGHT) >= data.min_weight)
         filtered, passes = apply_min_counts(deduped, min_user_interactions=data.min_user_interactions,
                                             min_item_interactions=data.min_item_interactions, config_prefix="data.")
-        counts["rows_after_dedupe"] = passes[0].rows
+        if data.min_weight is None:
+            counts["rows_after_dedupe"] = passes[0].rows
+        else:
+            counts["rows_below_min_weight"] = counts["rows_after_dedupe"] - passes[0].rows
         counts["threshold_passes"] = len(passes) - 1
         counts["rows_after_threshold"] = passes[-1].rows
     with timer.stage("index"):
