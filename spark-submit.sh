@@ -67,6 +67,19 @@ else
 fi
 export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$python}
 
+# A local master (spark-submit's default) binds to loopback, as ./run.sh does: no firewall prompt,
+# no "hostname resolves to a loopback address" warning, nothing listening on the network.
+master="local[*]"
+for ((i = 0; i < ${#opts[@]}; i++)); do
+  case "${opts[$i]}" in
+    --master) master="${opts[$((i + 1))]:-}" ;;
+    --master=*) master="${opts[$i]#--master=}" ;;
+  esac
+done
+case "$master" in
+  local*) export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1} ;;
+esac
+
 # Validate the job's config in plain Python first: a bad --conf/--set fails in seconds (exit 2),
 # not after the JVM has started. RECSPARK_SKIP_CONFIG_CHECK=1 skips it.
 if [ -z "${RECSPARK_SKIP_CONFIG_CHECK:-}" ]; then

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from pyspark.sql import SparkSession
 
@@ -24,6 +25,34 @@ _DEFAULTS = {
 
 #: Settings read when the driver JVM starts: from a config they only apply to plain ``python`` runs.
 _LAUNCH_ONLY = ("spark.driver.memory", "spark.driver.extraJavaOptions", "spark.driver.extraClassPath")
+_LAUNCH_DEFAULTS = {"spark.driver.memory": "1g"}  # what the JVM got when spark-submit was not told
+
+
+def launch_only_mismatches(settings: Mapping[str, str],
+                           running: Callable[[str], str | None]) -> list[tuple[str, str, str | None]]:
+    """``(key, wanted, running value)`` for launch-time settings the started driver JVM does not have.
+
+    ``spark.driver.memory: 4g`` in a config is what ``./run.sh demo`` also
+    passes as ``--driver-memory 4g``: only a value that differs is worth a warning.
+    Memory sizes compare by value (``4g`` is ``4096m``).
+    """
+    found = []
+    for key in _LAUNCH_ONLY:
+        if key in settings:
+            wanted, actual = str(settings[key]), running(key) or _LAUNCH_DEFAULTS.get(key)
+            same = _bytes(wanted) == _bytes(actual) if key == "spark.driver.memory" else wanted == actual
+            if not same:
+                found.append((key, wanted, actual))
+    return found
+
+
+def _bytes(size: str | None) -> int | None:
+    """``4g`` -> 4 GiB, as Spark reads a JVM memory size (a bare number is MiB); None if unreadable."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", (size or "").lower())
+    if not match:
+        return None
+    unit = {"k": 1 << 10, "": 1 << 20, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match.group(2)]
+    return int(match.group(1)) * unit
 
 
 def checkpoint_dir_problem(master: str, checkpoint_dir: str) -> str | None:
@@ -67,12 +96,16 @@ def build_session(
         builder = builder.master(master)
     elif master:
         log.info("spark-submit sets the master; spark.master=%s from the config is not used", master)
-    for key, value in {**_DEFAULTS, **(conf or {})}.items():
-        if key in _LAUNCH_ONLY and "PYSPARK_GATEWAY_PORT" in os.environ:
-            log.warning("spark.conf %s=%s has no effect under spark-submit (the driver JVM is already "
-                        "running); pass it to spark-submit instead (e.g. --driver-memory)", key, redact(value, key))
+    settings = {**_DEFAULTS, **(conf or {})}
+    for key, value in settings.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        running = spark.sparkContext.getConf()
+        for key, wanted, actual in launch_only_mismatches(settings, lambda k: running.get(k, None)):
+            log.warning("spark.conf %s=%s has no effect under spark-submit (the driver JVM is already running "
+                        "with %s); pass it to spark-submit instead (e.g. --driver-memory)", key,
+                        redact(wanted, key), redact(actual or "its default", key))
     spark.sparkContext.setLogLevel("WARN")
     if checkpoint_dir:
         spark.sparkContext.setCheckpointDir(checkpoint_dir)
