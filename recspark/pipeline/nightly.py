@@ -65,7 +65,7 @@ from recspark.runs.model_folder import EXCLUDED_SCORE, load_champion_scorer, wri
 from recspark.runs.outputs import claim_root, protected_paths
 from recspark.runs.timing import StageTimer
 from recspark.tracking import registry
-from recspark.tracking.mlflow_log import log_config, log_metrics, log_params, mlflow_run
+from recspark.tracking.mlflow_log import log_config, log_metrics, log_params, mlflow_run, run_name
 from recspark.tracking.pyfunc_package import pyfunc_arrays, write_pyfunc_users
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
     name, primary = conf.promotion.registered_model, conf.promotion.primary_metric
     timer = StageTimer()
     claim_root(spark, root, "root", protected_paths(conf), job="nightly")
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=f"nightly-{date}") as run:
+    name = run_name("nightly", conf.model, data_path=conf.data.path.replace("/{date}", ""), date=date)
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name) as run:
         client = MlflowClient()
         base = registry.champion(client, name)
         base_dir = base.tags.get(registry.RUN_DIR_TAG) if base else None

@@ -30,10 +30,12 @@ from recspark.tracking.mlflow_log import (
     log_config,
     log_dict_artifact,
     log_metrics,
+    log_model_comparison,
     log_params,
     mlflow_run,
     plot_learning_curves,
     resolve_tracking_uri,
+    run_name,
 )
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ class _Context:
         self.train = prepared.matrix.train
         self.test = prepared.matrix.test
         self.n_items = prepared.matrix.n_items
-        self.curves: dict[str, list[tuple[int, float]]] = {}
+        self.curves: dict[str, list[tuple[int, float]]] = {}  # test p@k per model
+        self.train_curves: dict[str, list[tuple[int, float]]] = {}  # train p@k (warp.train_metrics)
         self.user_map, self.item_map = prepared.id_maps(spark)
         # split.strategy cold_items: the held-out items (O(items) on the driver), ranked among themselves.
         self.cold_items = (np.array(sorted(r[0] for r in self.test.select(ITEM_IDX).distinct().collect()))
@@ -199,7 +202,7 @@ def run_warp(ctx: _Context) -> None:
         if train_sample is not None:
             line = train_metric(fit.scorer, conf.epochs)
             log.info("%s after %d epochs%s", name, conf.epochs, line)
-            ctx.curves[f"{name} (train)"] = train_curve
+            ctx.train_curves[name] = train_curve
             train_sample.unpersist()
         # With user features, cold users (features, no interactions) get recommendations too.
         ctx.publish(name, fit.scorer, users=ctx.user_map.select(USER_IDX) if features.users is not None else None)
@@ -214,7 +217,9 @@ def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
     staged = StagedOutput(spark, conf.output.dir, protected=protected_paths(conf), job="train")
     staged.recover()
     ensure_input(spark, conf.data)
-    with mlflow_run(conf.mlflow, spark_version=spark.version) as run:
+    models = "+".join(name for name, on in (("als", conf.als.enabled), (conf.warp.loss, conf.warp.enabled)) if on)
+    with mlflow_run(conf.mlflow, spark_version=spark.version,
+                    run_name=run_name("train", models, data_path=conf.data.path)) as run:
         log_config(conf)
         # Everything is written under the staging directory and published at the end in one
         # rename, so a killed run never leaves old and new outputs mixed (runs/outputs.py).
@@ -236,7 +241,9 @@ def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
             run_als(ctx)
         if conf.warp.enabled:
             run_warp(ctx)
-        plot_learning_curves(ctx.curves, f"test_{ctx.primary_metric()}", "iterations (ALS) / epochs (WARP, BPR)")
+        plot_learning_curves(ctx.curves, ctx.primary_metric(), "iterations (ALS) / epochs (WARP, BPR)",
+                             train=ctx.train_curves)
+        log_model_comparison(summary.metrics, conf.evaluation.ks)
         ctx.train.unpersist()
         ctx.test.unpersist()
         staged.publish(summary, timer)

@@ -56,6 +56,7 @@ from recspark.tracking.mlflow_log import (
     log_params,
     mlflow_run,
     resolve_tracking_uri,
+    run_name,
 )
 
 log = logging.getLogger(__name__)
@@ -191,8 +192,8 @@ def run_products(spark: SparkSession, conf: ProductsConfig) -> ProductsSummary:
     staged = StagedOutput(spark, f"{root}/products/{model}", setting="output" if conf.output else "source.run_dir",
                           protected=protected_paths(conf), job="products")
     staged.recover()
-    run_name = conf.mlflow.run_name or f"products-{model}"
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=run_name) as run:
+    name = run_name("products", model, data_path=conf.source.run_dir)
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name) as run:
         log_config(conf)
         summary = ProductsSummary(run.info.run_id, resolve_tracking_uri(conf.mlflow), staged.staging)
         with timer.stage("load_model"):

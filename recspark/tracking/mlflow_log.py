@@ -9,8 +9,10 @@ stage timings, and tags that say which code and Spark produced it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -45,9 +47,29 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def run_name(job: str, *what: str, data_path: str | None = None, date: str | None = None) -> str:
+    """A run name that reads in the MLflow UI's run list: ``train als+warp · demo · 2026-12-03``.
+
+    The job, what it trains or computes, the data (the input folder's last
+    name, without a trailing ``interactions``) and the date (today in UTC
+    unless given, e.g. a nightly snapshot's).
+    """
+    parts = [" ".join([job, *[w for w in what if w]])]
+    if data_path:
+        names = [n for n in re.split(r"[/\\]", data_path.rstrip("/")) if n and not n.endswith(":")]
+        if names and names[-1] == "interactions":
+            names = names[:-1]
+        if names:
+            parts.append(names[-1])
+    parts.append(date or datetime.datetime.now(datetime.timezone.utc).date().isoformat())
+    return " · ".join(parts)
+
+
 @contextlib.contextmanager
-def mlflow_run(conf: MlflowConfig, *, spark_version: str, run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
+def mlflow_run(conf: MlflowConfig, *, spark_version: str, run_name: str) -> Iterator[mlflow.ActiveRun]:
     """Open the run for one pipeline execution, tagged with code and Spark versions.
+
+    ``run_name`` is the job's (:func:`run_name`); ``mlflow.run_name`` replaces it.
 
     A run whose body raises is ended with status FAILED (MLflow's context
     manager does that), so failed nightly runs are visible in the UI.
@@ -60,7 +82,7 @@ def mlflow_run(conf: MlflowConfig, *, spark_version: str, run_name: str | None =
     commit = _git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    with mlflow.start_run(run_name=run_name or conf.run_name, tags=tags) as run:
+    with mlflow.start_run(run_name=conf.run_name or run_name, tags=tags) as run:
         log.info("MLflow run %s in experiment %r at %s", run.info.run_id, conf.experiment,
                  redact(mlflow.get_tracking_uri()))
         yield run
@@ -87,31 +109,70 @@ def log_dict_artifact(data: Mapping[str, Any], artifact_file: str) -> None:
     mlflow.log_dict(redact(dict(data)), artifact_file)
 
 
-def plot_learning_curves(curves: Mapping[str, list[tuple[int, float]]], metric: str, xlabel: str) -> None:
-    """All models' learning curves in one PNG artifact (``plots/learning_curve_<metric>.png``).
+def plot_learning_curves(test: Mapping[str, list[tuple[int, float]]], metric: str, xlabel: str,
+                         train: Mapping[str, list[tuple[int, float]]] | None = None) -> None:
+    """Every model's learning curve in one PNG artifact (``plots/learning_curve_<metric>.png``).
 
-    ``curves`` maps a model name to ``[(step, value), ...]``; empty curves are
-    skipped. The points themselves are logged as step metrics when measured.
+    ``test``/``train`` map a model name to ``[(step, value), ...]``; empty
+    curves are skipped. Train curves (ranking train items) sit on their own
+    axes: they are several times higher and would squash the test curves.
+    The points themselves are logged as step metrics when measured.
     """
-    curves = {name: points for name, points in curves.items() if points}
-    if not curves:
+    panels = {split: {name: points for name, points in curves.items() if points}
+              for split, curves in (("test", test), ("train", train or {}))}
+    panels = {split: curves for split, curves in panels.items() if curves}
+    if not panels:
         return
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (split, curves) in zip(axes[0], panels.items()):
+        for name, points in curves.items():
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{split} {metric}")
+        ax.set_title(f"{split} {metric} (train items {'ranked' if split == 'train' else 'excluded'})")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    _log_figure(fig, f"learning_curve_{metric}.png")
+
+
+def log_model_comparison(metrics: Mapping[str, Mapping[str, float]], ks: list[int]) -> None:
+    """The numbers a user compares models by, in one place: a table artifact and a bar chart.
+
+    ``metrics/by_model.json`` (one row per model and baseline: p@k, recall@k,
+    NDCG@k, MAP@k, MRR, AUC; MLflow's artifact view shows it as a table) and
+    ``plots/models.png`` (p@k, NDCG@k and AUC side by side per model).
+    """
+    if not metrics:
+        return
+    import pandas as pd
+
+    columns = [f"{m}_at_{k}" for k in ks for m in ("precision", "recall", "ndcg", "map")] + ["mrr", "auc"]
+    table = pd.DataFrame([{"model": model, **{c: values.get(c) for c in columns}}
+                          for model, values in metrics.items()])
+    mlflow.log_table(table, "metrics/by_model.json")
+    shown = [f"precision_at_{ks[0]}", f"ndcg_at_{ks[0]}", "auc"]
+    fig, axes = _pyplot().subplots(1, len(shown), figsize=(4 * len(shown), 3.5), squeeze=False)
+    for ax, column in zip(axes[0], shown):
+        ax.bar(table["model"], table[column].astype(float), color="tab:blue")
+        ax.set_title(f"test {column}")
+        ax.tick_params(axis="x", rotation=30)
+        ax.grid(True, axis="y", alpha=0.3)
+    _log_figure(fig, "models.png")
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, points in curves.items():
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o", label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(metric)
-    ax.set_title(f"Learning curve: {metric}")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    return plt
+
+
+def _log_figure(fig: Any, name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"learning_curve_{metric}.png"
+        path = Path(tmp) / name
         fig.savefig(path, dpi=100, bbox_inches="tight")
         mlflow.log_artifact(str(path), "plots")
-    plt.close(fig)
+    _pyplot().close(fig)

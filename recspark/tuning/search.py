@@ -40,7 +40,8 @@ from recspark.runs.outputs import StagedOutput, protected_paths
 from recspark.pipeline.prepare import ensure_input, prepare_matrix
 from recspark.runs.timing import StageTimer
 from recspark.redact import REDACTED, redact
-from recspark.tracking.mlflow_log import log_config, log_dict_artifact, log_metrics, mlflow_run, resolve_tracking_uri
+from recspark.tracking.mlflow_log import (log_config, log_dict_artifact, log_metrics, mlflow_run, resolve_tracking_uri,
+                                          run_name)
 from recspark.tuning.objective import Objective, SearchData, TrialRecord
 from recspark.tuning.space import distributions
 from recspark.tuning.strategies import Plan, make_plan
@@ -140,8 +141,8 @@ def run_search(spark: SparkSession, conf: TuneConfig) -> SearchResult:
     staged = StagedOutput(spark, conf.output.dir, protected=protected_paths(conf), job="tune")
     staged.recover()
     ensure_input(spark, conf.data)
-    run_name = conf.mlflow.run_name or f"tune-{search.model}-{search.strategy}"
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=run_name) as run:
+    name = run_name("tune", search.model, search.strategy, data_path=conf.data.path)
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name) as run:
         log_config(conf)
         prepared = prepare_matrix(spark, conf.data, conf.split, staged.staging, timer, features=conf.features)
         log_metrics(prepared.counts)

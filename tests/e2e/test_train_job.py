@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -139,11 +140,18 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     assert run.data.tags["recspark.version"]
     assert run.data.tags["spark.version"]
     artifacts = {a.path for a in client.list_artifacts(summary.run_id)}
-    nested = {f"{d}/{a.path.split('/')[-1]}" for d in ("config", "data", "plots")
+    nested = {f"{d}/{a.path.split('/')[-1]}" for d in ("config", "data", "plots", "metrics")
               for a in client.list_artifacts(summary.run_id, d)}
     assert "outputs.json" in artifacts
     assert conf.mlflow.artifact_location in run.info.artifact_uri
-    assert {"config/resolved.yaml", "data/rejects_summary.json", "plots/learning_curve_test_precision_at_5.png"} <= nested
+    assert {"config/resolved.yaml", "data/rejects_summary.json", "plots/learning_curve_precision_at_5.png",
+            "plots/models.png", "metrics/by_model.json"} <= nested
+    mlflow.set_tracking_uri(summary.tracking_uri)
+    table = mlflow.load_table("metrics/by_model.json", run_ids=[summary.run_id])
+    assert set(table["model"]) == {"popularity", "random", "als", "warp"}
+    assert table.set_index("model").loc["warp", "precision_at_5"] == pytest.approx(
+        metrics["warp_test_precision_at_5"])
+    assert run.info.run_name.startswith("train als+warp · data · ")  # job, models, data folder, date
 
 
 def test_summary_table_names_models_and_mlflow(demo_run):
