@@ -73,6 +73,14 @@ def list_files(spark: SparkSession, path: str) -> list[str]:
     return sorted(found)
 
 
+def list_dir(spark: SparkSession, path: str) -> list[str]:
+    """The names of the entries directly in the directory ``path`` (checksum files hidden); empty when absent."""
+    fs, hpath = _resolve(spark, path)
+    if not fs.exists(hpath):
+        return []
+    return sorted(str(status.getPath().getName()) for status in fs.listStatus(hpath))
+
+
 def is_empty_dir(spark: SparkSession, path: str) -> bool:
     """True when ``path`` does not exist or is a directory with no entries."""
     fs, hpath = _resolve(spark, path)

@@ -7,7 +7,7 @@ has succeeded, swaps directories:
 
 1. ``<out>`` -> ``<out>.previous`` (if there is a previous output),
 2. ``<out>.staging`` -> ``<out>``,
-3. delete ``<out>.previous``.
+3. delete ``<out>.previous`` (its marker last: :func:`delete_output`).
 
 Directory renames are atomic on local filesystems and HDFS, so ``<out>`` is
 always either the complete old output or the complete new one. A run killed
@@ -189,6 +189,22 @@ def claim_root(spark: SparkSession, path: str, setting: str, protected: Mapping[
     write_marker(spark, path, job)
 
 
+def delete_output(spark: SparkSession, path: str) -> None:
+    """Delete an output folder of ours, its marker last.
+
+    A recursive delete removes entries in directory order, so a run killed
+    while deleting would often leave a remainder without the marker, which
+    every later run must refuse to touch (exit 2 until someone cleans up by
+    hand). Cut short at any point here, the folder still holds its marker, or
+    is empty, and the next :meth:`StagedOutput.recover` finishes the job.
+    """
+    for name in fs.list_dir(spark, path):
+        if name != MARKER:
+            fs.delete(spark, f"{path}/{name}")
+    fs.delete(spark, f"{path}/{MARKER}")  # a file: Hadoop deletes its checksum first, then the marker
+    fs.delete(spark, path)
+
+
 class StagedOutput:
     """The staging directory of one run's output and the commit that publishes it.
 
@@ -222,7 +238,7 @@ class StagedOutput:
         for leftover in (self.previous, self.staging):
             if fs.exists(self.spark, leftover):
                 log.warning("deleting %s left by a run that did not finish", leftover)
-                fs.delete(self.spark, leftover)
+                delete_output(self.spark, leftover)
         write_marker(self.spark, self.staging, self.job)  # a staging folder killed mid-run is ours to delete
 
     def commit(self) -> None:
@@ -235,7 +251,7 @@ class StagedOutput:
             fs.rename(self.spark, self.final, self.previous)
         fs.rename(self.spark, self.staging, self.final)
         if fs.exists(self.spark, self.previous):
-            fs.delete(self.spark, self.previous)
+            delete_output(self.spark, self.previous)
         log.info("published %s", self.final)
 
     def publish(self, summary: Any, timer: StageTimer) -> None:

@@ -53,6 +53,9 @@ def switch_pointer(spark: SparkSession, root: str, run_dir: str) -> None:
         context.rename(src, dst, options)
     finally:
         fs.delete(spark, tmp)  # only left when the rename failed
+    for name in fs.list_dir(spark, root):  # those of runs killed before their rename (one publish at a time)
+        if name.startswith(f".{POINTER}.") and name.endswith(".tmp"):
+            fs.delete(spark, f"{root}/{name}")
     log.info("published %s (%s/%s)", run_dir, root, POINTER)
 
 

@@ -4,6 +4,8 @@ and a job only ever replaces a folder a recspark run wrote."""
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,41 @@ def test_a_run_killed_before_deleting_the_previous_output_keeps_the_new_one(spar
     killed_run_dirs(spark, tmp_path, **{"": "new", ".previous": "old"})  # steps 1 and 2 done
     StagedOutput(spark, str(out)).recover()
     assert tree(out) == {"a": "new"} and not (tmp_path / "out.previous").exists()
+
+
+def test_an_output_being_deleted_keeps_its_marker_until_it_is_empty(spark, tmp_path):
+    """A run killed while deleting ``out.previous`` must leave a folder the next run still knows as its own.
+
+    Watched from another thread while commit deletes the old output (20 folders of files, so
+    the deletion takes a while): at no moment may the folder hold files but not the marker
+    (recover() would refuse such a remainder: exit 2 on every later run).
+    """
+    out, previous = tmp_path / "out", tmp_path / "out.previous"
+    publish(spark, out, {f"d{d:02d}/part-{i:02d}": "old" for d in range(20) for i in range(20)})
+    staged = StagedOutput(spark, str(out))
+    staged.recover()
+    write(Path(staged.staging) / "a", "new")
+    unmarked: list[list[str]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set() and not unmarked:
+            try:
+                names = os.listdir(previous)
+            except FileNotFoundError:
+                continue
+            if MARKER not in names and any(not name.endswith(".crc") for name in names):
+                unmarked.append(names)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        staged.commit()
+    finally:
+        done.set()
+        watcher.join()
+    assert not unmarked, f"{previous} held {sorted(unmarked[0])[:5]} without {MARKER}"
+    assert tree(out) == {"a": "new"} and not previous.exists()
 
 
 def test_commit_without_a_staging_directory_keeps_the_output(spark, tmp_path):
