@@ -86,4 +86,22 @@ if [ -z "${RECSPARK_SKIP_CONFIG_CHECK:-}" ]; then
   PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" "$job" "${job_args[@]}" --check-config || exit $?
 fi
 
+# Spark's JVM logging (conf/log4j2.properties): warnings on the console without start-up noise or
+# failed tasks' Java traces (recspark reports those in one paragraph); everything in a log file of
+# the run's own. Not when you pass your own driver Java options, deploy in cluster mode (the driver
+# runs elsewhere), or set RECSPARK_SPARK_LOG=spark for Spark's defaults.
+own_java_opts=""
+for ((i = 0; i < ${#opts[@]}; i++)); do
+  case "${opts[$i]}" in
+    --driver-java-options|--driver-java-options=*|spark.driver.extraJavaOptions=*) own_java_opts=1 ;;
+    --deploy-mode) [ "${opts[$((i + 1))]:-}" = "cluster" ] && own_java_opts=1 ;;
+    --deploy-mode=cluster) own_java_opts=1 ;;
+  esac
+done
+if [ -z "$own_java_opts" ] && [ "${RECSPARK_SPARK_LOG:-}" != "spark" ]; then
+  spark_log=$(mktemp "${TMPDIR:-/tmp}/recspark-spark-XXXXXX.log")
+  echo "spark-submit.sh: Spark's log: $spark_log" >&2
+  opts+=(--driver-java-options "-Dlog4j2.configurationFile=file:$here/conf/log4j2.properties -Drecspark.spark.log=$spark_log")
+fi
+
 exec "$submit" "${opts[@]}" --py-files "$py_files" ${files:+--files "$files"} "$job" "${job_args[@]}"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from pyspark.sql import SparkSession
 
@@ -114,3 +115,21 @@ def build_session(
             log.warning("%s", problem)
     log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
     return spark
+
+
+@contextlib.contextmanager
+def job_description(spark: SparkSession, text: str) -> Iterator[None]:
+    """Spark jobs started inside are described as ``text`` in the Spark UI and the history server.
+
+    So the UI reads as the pipeline (``ingest``, ``threshold pass 2``, ``warp
+    epoch 3/10``) instead of ``count at NativeMethodAccessorImpl.java:0``. The
+    outer description comes back on exit, so stages nest. Spark keeps it per
+    thread (search trials in threads keep their own).
+    """
+    sc = spark.sparkContext
+    outer = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription(text)
+    try:
+        yield
+    finally:
+        sc.setJobDescription(outer)  # type: ignore[arg-type]  (None clears it)

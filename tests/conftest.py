@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 
@@ -40,3 +41,13 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"public datasets not found at {path} (set RECSPARK_DATA_DIR)")
     return path
+
+
+@pytest.fixture
+def job_descriptions(spark):
+    """``() -> Counter`` of the application's job descriptions, as the Spark UI and history server list them."""
+    def descriptions() -> collections.Counter:
+        jobs = spark.sparkContext._jsc.sc().statusStore().jobsList(None)
+        options = [jobs.apply(i).description() for i in range(jobs.size())]
+        return collections.Counter(o.get() for o in options if o.isDefined())
+    return descriptions

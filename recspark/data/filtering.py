@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from recspark.data.columns import ITEM_ID, TIMESTAMP, USER_ID, WEIGHT
 from recspark.errors import ConfigError, DataValidationError
+from recspark.session import job_description
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,12 @@ def apply_min_counts(
             )
 
     def stats(frame: DataFrame, number: int, previous_rows: int | None) -> ThresholdPass:
-        row = frame.agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.countDistinct(user_col).alias("users"),
-            F.countDistinct(item_col).alias("items"),
-        ).first()
+        with job_description(frame.sparkSession, f"threshold pass {number}" if number else "deduplicate"):
+            row = frame.agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.countDistinct(user_col).alias("users"),
+                F.countDistinct(item_col).alias("items"),
+            ).first()
         rows = int(row["rows"])
         removed = 0 if previous_rows is None else previous_rows - rows
         result = ThresholdPass(number, rows, int(row["users"]), int(row["items"]), removed)

@@ -75,3 +75,13 @@ def test_min_counts_that_remove_everything_fail_naming_the_settings(spark):
 def test_min_counts_hitting_max_passes_fails(spark):
     with pytest.raises(DataValidationError, match="max_passes=2"):
         apply_min_counts(_chain(spark), min_user_interactions=2, min_item_interactions=2, max_passes=2)
+
+
+
+def test_threshold_passes_are_named_in_the_spark_ui(spark, job_descriptions):
+    rows = [(f"u{u}", f"i{i}", 1.0, T1) for u in range(6) for i in range(6) if (u + i) % 3] + [("lone", "i0", 1.0, T1)]
+    before = job_descriptions()
+    apply_min_counts(spark.createDataFrame(rows, SCHEMA), min_user_interactions=2, min_item_interactions=2)
+    named = job_descriptions() - before
+    assert {"deduplicate", "threshold pass 1", "threshold pass 2"} <= set(named), named
+    assert spark.sparkContext.getLocalProperty("spark.job.description") is None  # restored after

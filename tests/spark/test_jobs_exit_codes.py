@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,7 +105,13 @@ def test_a_readme_in_the_input_folder_exits_3_naming_it(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 3, output[-3000:]
     assert "README.md" in output and "not Parquet" in output
-    assert "Traceback" not in output  # (Spark's own log4j still logs the failed task's Java trace at WARN)
+    assert "Traceback" not in output
+    # conf/log4j2.properties: the failed task's Java trace and start-up noise stay off the console, in the
+    # Spark log that spark-submit.sh names.
+    assert "\tat org.apache.spark" not in output and "Lost task" not in output, output[-3000:]
+    assert "NativeCodeLoader" not in output
+    spark_log = Path(re.search(r"Spark's log: (\S+)", output).group(1))
+    assert "Lost task" in spark_log.read_text() or "Exception in task" in spark_log.read_text()
 
 
 def test_a_diverging_warp_fit_exits_4_naming_the_learning_rate(tmp_path):

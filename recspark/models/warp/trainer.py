@@ -61,14 +61,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from recspark.config import STATE_CHUNK_BYTES, KernelParams, TrainerParams
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX, VALUE, WEIGHT
 from recspark.data.features import FeatureMatrix
-from recspark.config import STATE_CHUNK_BYTES, KernelParams, TrainerParams
 from recspark.errors import ConfigError, DataValidationError
 from recspark.models.scoring import FactorScorer
 from recspark.models.warp import streams
 from recspark.models.warp.kernel import check_finite, fit_epoch, representations
 from recspark.models.warp.state import SideParams
+from recspark.session import job_description
 
 log = logging.getLogger(__name__)
 
@@ -879,7 +880,8 @@ class WarpTrainer:
         run.broadcasts.append(item_bc)
         out = self._epoch_rdd(run.state_rdd, item_bc, run.features_bc, steps, run.n_shards)
         out = out.persist(StorageLevel.MEMORY_AND_DISK)
-        delta = sum_deltas_rdd(out.mapPartitions(_leading_deltas, preservesPartitioning=True), run.n_shards)
+        with job_description(self.spark, self._describe(steps, run.n_shards)):
+            delta = sum_deltas_rdd(out.mapPartitions(_leading_deltas, preservesPartitioning=True), run.n_shards)
         if run.cached is not None:
             run.cached.unpersist()
         run.cached = out
@@ -895,6 +897,15 @@ class WarpTrainer:
                 bc.destroy()
             run.broadcasts = []
         return delta
+
+    def _describe(self, steps: list[tuple[int, int]], n_shards: int) -> str:
+        """``warp epoch 3/10`` (``round 2/4`` with several rounds), or ``warp epochs 1-10/10`` for one job."""
+        loss, epochs, rounds = self.kernel.loss, self.params.epochs, rounds_per_epoch(self.params, n_shards)
+        (first, first_round), (last, _) = steps[0], steps[-1]
+        if first != last:
+            return f"{loss} epochs {first + 1}-{last + 1}/{epochs}"
+        step = f" round {first_round + 1}/{rounds}" if len(steps) == 1 and rounds > 1 else ""
+        return f"{loss} epoch {first + 1}/{epochs}{step}"
 
     def _report_epochs(self, run: _FitRun, stop: int, seconds: float, per_epoch: dict[int, list[float]],
                        on_epoch: Callable[[int, dict[str, float], WarpState | None], None] | None,
