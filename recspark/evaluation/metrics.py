@@ -44,6 +44,7 @@ __all__ = [
     "ranks_from_lists",
     "recall_at_k",
     "reciprocal_rank",
+    "shared_order_ranks",
 ]
 
 #: Largest number of score-matrix elements a rank/top-k temporary may hold
@@ -342,6 +343,44 @@ def ranking_metrics(
 # --------------------------------------------------------------------------- #
 # Kernels shared by evaluation and top-N recommendation
 # --------------------------------------------------------------------------- #
+
+
+def shared_order_ranks(
+    position: npt.NDArray[np.int64],
+    rows: npt.ArrayLike,
+    items: npt.ArrayLike,
+    excluded_keys: npt.ArrayLike,
+    n_items: int,
+) -> npt.NDArray[np.int64]:
+    """:func:`item_ranks` when every row shares one ranking: no score matrix, O((pairs + excluded) log).
+
+    An item's rank among a row's eligible items is its shared ``position``
+    minus the row's excluded items positioned above it -- the same number
+    :func:`item_ranks` gives with those items at ``-inf``.
+
+    Parameters
+    ----------
+    position : ndarray of int, shape [n_items]
+        Each item's 0-based position in the shared total order.
+    rows, items : ndarray of int, shape [n_pairs]
+        Row and item index of each target.
+    excluded_keys : ndarray of int
+        ``row * n_items + item`` of every excluded (row, item); targets must not be among them.
+
+    Examples
+    --------
+    >>> position = np.array([1, 0, 2, 3, 4])  # the order of the scores [0.5, 0.9, 0.5, 0.3, 0.1]
+    >>> shared_order_ranks(position, [0, 0, 0], [1, 0, 4], excluded_keys=[3], n_items=5).tolist()
+    [0, 1, 3]
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    excluded = np.asarray(excluded_keys, dtype=np.int64)
+    target = position[items]
+    # Excluded items as (row, position) keys, sorted: those of the target's row positioned above it.
+    above = np.sort(excluded // n_items * n_items + position[excluded % n_items])
+    count = np.searchsorted(above, rows * n_items + target) - np.searchsorted(above, rows * n_items)
+    return target - count
 
 
 def item_ranks(

@@ -44,7 +44,7 @@ from pyspark.sql import types as T
 
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX
 from recspark.errors import ConfigError, DataValidationError, ModelFitError
-from recspark.evaluation.metrics import item_ranks, ranking_metrics
+from recspark.evaluation.metrics import item_ranks, ranking_metrics, shared_order_ranks
 from recspark.models.baselines import PopularityScorer, RandomScorer
 from recspark.models.blocks import (
     N_FACTOR_ROWS,
@@ -119,6 +119,7 @@ def _evaluate_batches(
 ) -> Iterator[pa.RecordBatch]:
     n_items = scorer.n_items
     names = metric_names(ks)
+    shared = scorer.shared_order()  # popularity: rank from one order, no scores
     for batch in batches:
         has_factors = FEATURES in batch.schema.names
         users = batch.column(USER_IDX).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -136,10 +137,13 @@ def _evaluate_batches(
         for start in range(0, len(users), block_rows):
             stop = min(start + block_rows, len(users))
             n_block = stop - start
-            scores = checked_scores(
-                scorer, users[start:stop], None if vectors is None else vectors[start:stop]
-            )
-            bad_rows = ~np.isfinite(scores).all(axis=1)
+            if shared is None:
+                scores = checked_scores(
+                    scorer, users[start:stop], None if vectors is None else vectors[start:stop]
+                )
+                bad_rows = ~np.isfinite(scores).all(axis=1)
+            else:
+                bad_rows = np.zeros(n_block, dtype=bool)
             test_keys, n_bad = block_keys(test_items, test_ptr, start, stop, n_items)
             train_keys, n_bad_train = block_keys(train_items, train_ptr, start, stop, n_items)
             overlap = np.isin(test_keys, train_keys, assume_unique=True)
@@ -147,17 +151,18 @@ def _evaluate_batches(
             counts["n_bad_train_items"] += n_bad_train
             counts["n_overlap"] += int(np.count_nonzero(overlap))
             test_keys = test_keys[~overlap]  # reported as an error after the aggregation
-            if exclude_train:
-                scores.reshape(-1)[train_keys] = -np.inf
-                n_eligible = n_items - np.bincount(train_keys // n_items, minlength=n_block)
-            else:
-                n_eligible = np.full(n_block, n_items, dtype=np.int64)
+            excluded = train_keys if exclude_train else train_keys[:0]
+            n_eligible = n_items - np.bincount(excluded // n_items, minlength=n_block)
             rows, items = test_keys // n_items, test_keys % n_items
             n_test = np.bincount(rows, minlength=n_block)
             evaluated = n_test > 0
             if not np.any(evaluated):
                 continue
-            ranks = item_ranks(scores, rows, items)
+            if shared is None:
+                scores.reshape(-1)[excluded] = -np.inf
+                ranks = item_ranks(scores, rows, items)
+            else:
+                ranks = shared_order_ranks(shared, rows, items, excluded, n_items)
             indptr = np.concatenate([[0], np.cumsum(n_test[evaluated])])
             per_user = ranking_metrics(ranks, indptr, n_eligible[evaluated], ks)
             for name in names:

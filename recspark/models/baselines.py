@@ -48,12 +48,13 @@ class PopularityScorer(Scorer):
     item; above that, near-equal counts can tie.
     """
 
-    _driver_only = ("user_factors", "_local")
+    _driver_only = ("user_factors", "_local", "_position")
 
     def __init__(self, counts: npt.NDArray[np.float32], broadcast: Broadcast) -> None:
         self.n_items = int(counts.shape[0])
         self._local: npt.NDArray[np.float32] | None = counts
         self._broadcast = broadcast
+        self._position: npt.NDArray[np.int64] | None = None
 
     @classmethod
     def fit(cls, train: DataFrame, n_items: int) -> PopularityScorer:
@@ -113,6 +114,15 @@ class PopularityScorer(Scorer):
     ) -> npt.NDArray[np.float32]:
         """The popularity vector repeated for every user in the block."""
         return np.tile(self.counts, (len(user_idx), 1))
+
+    def shared_order(self) -> npt.NDArray[np.int64]:
+        """Positions in the popularity ranking (count descending, item index ascending), computed once per task."""
+        if self._position is None:
+            counts = self.counts
+            order = np.lexsort((np.arange(self.n_items), -counts.astype(np.float64)))
+            self._position = np.empty(self.n_items, dtype=np.int64)
+            self._position[order] = np.arange(self.n_items)
+        return self._position
 
     def unpersist(self, blocking: bool = False) -> None:
         """Free the broadcast counts on executors."""

@@ -80,6 +80,16 @@ class Scorer(abc.ABC):
             Higher is better; scores must be finite.
         """
 
+    def shared_order(self) -> npt.NDArray[np.int64] | None:
+        """Each item's position in one ranking every user shares, or None (the default: rankings differ).
+
+        A scorer whose ranking is the same for every user (popularity) returns
+        it; evaluation then ranks held-out items from it, O(interactions x log)
+        instead of scoring every item for every user. Positions must follow
+        the total order of every ranking here: score descending, item index ascending.
+        """
+        return None
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for name in self._driver_only:

@@ -65,7 +65,7 @@ from recspark.runs.model_folder import EXCLUDED_SCORE, load_champion_scorer, wri
 from recspark.runs.outputs import claim_root, protected_paths
 from recspark.runs.timing import StageTimer
 from recspark.tracking import registry
-from recspark.tracking.mlflow_log import log_config, log_metrics, log_params, mlflow_run, run_name
+from recspark.tracking.mlflow_log import log_config, log_input_snapshot, log_metrics, log_params, mlflow_run, run_name
 from recspark.tracking.pyfunc_package import pyfunc_arrays, write_pyfunc_users
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
         prepared = prepare_matrix(spark, data, conf.split, run_dir, timer,
                                   previous_id_maps=f"{base_dir}/id_maps" if base_dir else None)
         log_metrics(prepared.counts)
+        log_input_snapshot(spark, data.path, int(prepared.counts["rows_read"]))
         matrix, (user_map, item_map) = prepared.matrix, prepared.id_maps(spark)
         train, test = matrix.train.cache(), matrix.test.cache()
         catalogue = catalogue_mask(train, test, matrix.n_items)

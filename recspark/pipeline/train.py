@@ -29,6 +29,7 @@ from recspark.runs.timing import StageTimer
 from recspark.tracking.mlflow_log import (
     log_config,
     log_dict_artifact,
+    log_input_snapshot,
     log_metrics,
     log_model_comparison,
     log_params,
@@ -226,6 +227,7 @@ def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
         out_dir = staged.staging
         prepared = prepare_matrix(spark, conf.data, conf.split, out_dir, timer, features=conf.features)
         log_metrics(prepared.counts)
+        log_input_snapshot(spark, conf.data.path, int(prepared.counts["rows_read"]))
         for step in prepared.threshold_passes:
             log_metrics({"threshold_rows": step.rows, "threshold_users": step.users, "threshold_items": step.items},
                         step=step.pass_number)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import logging
 import os
 import re
@@ -21,9 +22,11 @@ from typing import Any
 
 import mlflow
 import yaml
+from pyspark.sql import SparkSession
 
 import recspark
 from recspark.config import MlflowConfig, flatten, to_dict
+from recspark.data.fs import data_files
 from recspark.redact import redact
 
 log = logging.getLogger(__name__)
@@ -55,14 +58,19 @@ def run_name(job: str, *what: str, data_path: str | None = None, date: str | Non
     unless given, e.g. a nightly snapshot's).
     """
     parts = [" ".join([job, *[w for w in what if w]])]
-    if data_path:
-        names = [n for n in re.split(r"[/\\]", data_path.rstrip("/")) if n and not n.endswith(":")]
-        if names and names[-1] == "interactions":
-            names = names[:-1]
-        if names:
-            parts.append(names[-1])
+    label = _data_label(data_path) if data_path else None
+    if label:
+        parts.append(label)
     parts.append(date or datetime.datetime.now(datetime.timezone.utc).date().isoformat())
     return " · ".join(parts)
+
+
+def _data_label(path: str) -> str | None:
+    """The input folder's last name, without a trailing ``interactions``: ``data/demo/interactions`` -> ``demo``."""
+    names = [n for n in re.split(r"[/\\\\]", path.rstrip("/")) if n and not n.endswith(":")]
+    if names and names[-1] == "interactions":
+        names = names[:-1]
+    return names[-1] if names else None
 
 
 @contextlib.contextmanager
@@ -107,6 +115,23 @@ def log_metrics(metrics: Mapping[str, float], prefix: str = "", step: int | None
 def log_dict_artifact(data: Mapping[str, Any], artifact_file: str) -> None:
     """Log a small JSON/YAML document (e.g. the rejects summary)."""
     mlflow.log_dict(redact(dict(data)), artifact_file)
+
+
+def log_input_snapshot(spark: SparkSession, path: str, rows: int, context: str = "training") -> None:
+    """Log the input as the run's dataset (MLflow's Datasets panel): its path, row count and a digest.
+
+    The digest hashes the input files' names and sizes (a listing, no Spark
+    job): two runs on the same snapshot show the same digest, a rewritten
+    snapshot a new one. Nothing is read from the files.
+    """
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.spark_dataset_source import SparkDatasetSource
+
+    files = data_files(spark, path)
+    digest = hashlib.sha256("\n".join(f"{name}\t{size}" for name, size in files).encode()).hexdigest()[:16]
+    dataset = MetaDataset(SparkDatasetSource(path=redact(path)), name=_data_label(path) or "interactions",
+                          digest=digest)
+    mlflow.log_input(dataset, context=context, tags={"rows": str(rows), "files": str(len(files))})
 
 
 def plot_learning_curves(test: Mapping[str, list[tuple[int, float]]], metric: str, xlabel: str,

@@ -152,6 +152,10 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     assert table.set_index("model").loc["warp", "precision_at_5"] == pytest.approx(
         metrics["warp_test_precision_at_5"])
     assert run.info.run_name.startswith("train als+warp · data · ")  # job, models, data folder, date
+    (snapshot,) = run.inputs.dataset_inputs  # MLflow's Datasets panel: the input, its rows and a digest
+    assert snapshot.dataset.name == "data" and conf.data.path in snapshot.dataset.source
+    assert len(snapshot.dataset.digest) == 16
+    assert {t.key: t.value for t in snapshot.tags}["rows"] == str(int(metrics["rows_read"]))
 
 
 def test_summary_table_names_models_and_mlflow(demo_run):

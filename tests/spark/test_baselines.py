@@ -8,6 +8,7 @@ import pytest
 from recspark.data.columns import ITEM_IDX, RANK, USER_IDX
 from recspark.evaluation.ranking import evaluate, evaluate_baselines, metric_names
 from recspark.models.baselines import PopularityScorer, RandomScorer
+from recspark.models.scoring import FactorScorer
 from recspark.models.topk import recommend
 
 pytestmark = pytest.mark.spark
@@ -89,3 +90,32 @@ def test_both_baselines_are_reported_on_the_same_split(baseline_reports):
         assert report["n_users_evaluated"] == 300
         for name in metric_names((10,)):
             assert 0.0 <= report[name] <= 1.0, name
+
+
+@pytest.mark.parametrize("exclude_train", [True, False])
+def test_popularity_ranked_from_its_one_order_gives_the_scored_paths_numbers(spark, exclude_train):
+    """The baseline no longer scores users x items; its metrics stay exactly those of the scored path."""
+    rng = np.random.default_rng(4)
+    n_users, n_items = 300, 60
+    # Zipf-ish item popularity with many ties (small counts) and items nobody trained on.
+    weights = 1.0 / np.arange(1, n_items + 1) ** 1.1
+    weights[-8:] = 0.0
+    pairs = {(u, int(i)) for u in range(n_users)
+             for i in rng.choice(n_items, rng.integers(2, 12), replace=False, p=weights / weights.sum())}
+    rows = sorted(pairs)
+    test_users = set(rng.choice(n_users, 120, replace=False).tolist())
+    held = {(u, i) for u, i in rows if u in test_users and rng.random() < 0.3}
+    train = spark.createDataFrame([(u, i, 1.0) for u, i in rows if (u, i) not in held], INTERACTIONS)
+    test = spark.createDataFrame([(u, i, 1.0) for u, i in sorted(held)], INTERACTIONS)
+    shared = PopularityScorer.fit(train, n_items)
+    # The same scores through the general path (every item scored for every user, then ranked): a factor
+    # model whose user vectors are zero and whose item biases are the popularity counts.
+    users = spark.createDataFrame([(u, [0.0], 0.0) for u in range(n_users)],
+                                  "user_idx int, features array<float>, bias float")
+    scored = FactorScorer(np.zeros((n_items, 1), np.float32), users, item_bias=shared.counts)
+    assert scored.shared_order() is None
+    fast = evaluate(shared, train, test, ks=(1, 5, 10), exclude_train=exclude_train)
+    slow = evaluate(scored, train, test, ks=(1, 5, 10), exclude_train=exclude_train)
+    assert fast == slow
+    assert fast["n_users_evaluated"] > 100 and 0 < fast["precision_at_5"] < 1
+    shared.unpersist()
