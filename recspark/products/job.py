@@ -192,7 +192,7 @@ def run_products(spark: SparkSession, conf: ProductsConfig) -> ProductsSummary:
                           protected=protected_paths(conf), job="products")
     staged.recover()
     run_name = conf.mlflow.run_name or f"products-{model}"
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=run_name) as run:
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=run_name, timer=timer) as run:
         log_config(conf)
         summary = ProductsSummary(run.info.run_id, resolve_tracking_uri(conf.mlflow), staged.staging)
         with timer.stage("load_model"):
