@@ -7,7 +7,6 @@ MLflow UI. Metric names carry model and split: ``als_test_precision_at_5``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -28,7 +27,6 @@ from recspark.runs.report import RunSummary
 from recspark.runs.timing import StageTimer
 from recspark.tracking.mlflow_log import (
     log_config,
-    log_dict_artifact,
     log_metrics,
     log_params,
     mlflow_run,
@@ -214,17 +212,13 @@ def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
     staged = StagedOutput(spark, conf.output.dir, protected=protected_paths(conf), job="train")
     staged.recover()
     ensure_input(spark, conf.data)
-    with mlflow_run(conf.mlflow, spark_version=spark.version) as run:
+    with mlflow_run(conf.mlflow, spark_version=spark.version, timer=timer) as run:
         log_config(conf)
         # Everything is written under the staging directory and published at the end in one
         # rename, so a killed run never leaves old and new outputs mixed (runs/outputs.py).
         out_dir = staged.staging
-        prepared = prepare_matrix(spark, conf.data, conf.split, out_dir, timer, features=conf.features)
-        log_metrics(prepared.counts)
-        for step in prepared.threshold_passes:
-            log_metrics({"threshold_rows": step.rows, "threshold_users": step.users, "threshold_items": step.items},
-                        step=step.pass_number)
-        log_dict_artifact(dataclasses.asdict(prepared.rejects), "data/rejects_summary.json")
+        prepared = prepare_matrix(spark, conf.data, conf.split, out_dir, timer, published_dir=staged.final,
+                                  features=conf.features)
         summary = RunSummary(run_id=run.info.run_id, experiment=conf.mlflow.experiment,
                              tracking_uri=resolve_tracking_uri(conf.mlflow), out_dir=out_dir,
                              counts=prepared.counts, outputs=dict(prepared.paths))

@@ -141,10 +141,10 @@ def run_search(spark: SparkSession, conf: TuneConfig) -> SearchResult:
     staged.recover()
     ensure_input(spark, conf.data)
     run_name = conf.mlflow.run_name or f"tune-{search.model}-{search.strategy}"
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=run_name) as run:
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=run_name, timer=timer) as run:
         log_config(conf)
-        prepared = prepare_matrix(spark, conf.data, conf.split, staged.staging, timer, features=conf.features)
-        log_metrics(prepared.counts)
+        prepared = prepare_matrix(spark, conf.data, conf.split, staged.staging, timer, published_dir=staged.final,
+                                  features=conf.features)
         result = search_matrix(spark, conf, prepared.matrix, f"{staged.staging}/id_maps", staged.staging, run.info,
                                timer)
         result.outputs = {**prepared.paths, "best_config": f"{staged.staging}/best_config.yaml",

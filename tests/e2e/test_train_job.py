@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -144,6 +145,10 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     assert "outputs.json" in artifacts
     assert conf.mlflow.artifact_location in run.info.artifact_uri
     assert {"config/resolved.yaml", "data/rejects_summary.json", "plots/learning_curve_test_precision_at_5.png"} <= nested
+    assert run.data.tags["recspark.outcome"] == "succeeded"
+    # The rejects are named where they are after publishing, not in the staging folder that is gone.
+    rejects = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/data/rejects_summary.json")
+    assert rejects["rejects_path"] == f"{conf.output.dir}/rejects" == summary.outputs["rejects"]
 
 
 def test_summary_table_names_models_and_mlflow(demo_run):
