@@ -94,7 +94,7 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
     name, primary = conf.promotion.registered_model, conf.promotion.primary_metric
     timer = StageTimer()
     claim_root(spark, root, "root", protected_paths(conf), job="nightly")
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=f"nightly-{date}") as run:
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=f"nightly-{date}", timer=timer) as run:
         client = MlflowClient()
         base = registry.champion(client, name)
         base_dir = base.tags.get(registry.RUN_DIR_TAG) if base else None
@@ -106,7 +106,6 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
         data = dataclasses.replace(conf.data, path=conf.snapshot_path())
         prepared = prepare_matrix(spark, data, conf.split, run_dir, timer,
                                   previous_id_maps=f"{base_dir}/id_maps" if base_dir else None)
-        log_metrics(prepared.counts)
         matrix, (user_map, item_map) = prepared.matrix, prepared.id_maps(spark)
         train, test = matrix.train.cache(), matrix.test.cache()
         catalogue = catalogue_mask(train, test, matrix.n_items)
@@ -132,10 +131,11 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
                 write_pyfunc_users(fit, user_map, catalogue, seen, f"{run_dir}/pyfunc/users"), date=date,
                 run_dir=run_dir, k=conf.evaluation.recommend_k,
                 normalize_user_features=conf.features.users.normalize)
-        if promoted:
-            publish.switch_pointer(spark, root, run_dir)  # readers first: a crash here leaves the champion as is
-        registry.record_decision(client, version, promoted, reason)
-        registry.drop_other_versions_of_date(client, version)
+        with timer.stage("publish"):
+            if promoted:
+                publish.switch_pointer(spark, root, run_dir)  # readers first: a crash here leaves the champion as is
+            registry.record_decision(client, version, promoted, reason)
+            registry.drop_other_versions_of_date(client, version)
         mlflow.set_tags({"promoted": str(promoted).lower(), "model_version": version.version,
                          **({} if promoted else {"rejected": reason})})
         log_metrics(timer.metrics())
@@ -197,14 +197,17 @@ def fit_candidate(spark: SparkSession, conf: NightlyConfig, prepared: PreparedDa
     if conf.model == "als":
         with timer.stage("als_fit"):
             return fit_als(matrix.train, conf.als, matrix.n_items), False
-    features = side_feature_matrices(spark, conf.features, user_map, item_map, matrix.n_users, matrix.n_items,
-                                     f"{run_dir}/rejects")
+    with timer.stage("side_features"):
+        features = side_feature_matrices(spark, conf.features, user_map, item_map, matrix.n_users, matrix.n_items,
+                                         f"{run_dir}/rejects")
     log_metrics(features.metrics())
     init = None
     if conf.warm_start and base_dir:
-        init = warm_start_model(spark, f"{base_dir}/model/warp", user_map, item_map, matrix.n_users,
-                                matrix.n_items, features.items, features.users, no_components=conf.warp.no_components,
-                                optimiser=conf.warp.optimiser, seed=conf.warp.seed)
+        with timer.stage("warm_start"):
+            init = warm_start_model(spark, f"{base_dir}/model/warp", user_map, item_map, matrix.n_users,
+                                    matrix.n_items, features.items, features.users,
+                                    no_components=conf.warp.no_components, optimiser=conf.warp.optimiser,
+                                    seed=conf.warp.seed)
     with timer.stage("warp_fit"):
         fit = fit_warp(matrix.train, conf.warp, user_map, item_map, matrix.n_users, matrix.n_items,
                        features=features, init=init,
