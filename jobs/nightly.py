@@ -4,7 +4,8 @@
 
 ``--date`` (default: today, UTC) replaces ``{date}`` in ``data.path``; it is ``--set date=...``.
 Exit codes: 0 promoted, 5 candidate rejected (champion and recommendations unchanged), 2 invalid
-config, 3 invalid input data, 4 model fit failed, 1 unexpected. See docs/nightly.md.
+config, 3 invalid input data, 4 model fit failed, 143 stopped by SIGTERM (MLflow run KILLED), 1 unexpected.
+See docs/nightly.md.
 """
 
 from __future__ import annotations

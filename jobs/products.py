@@ -3,7 +3,7 @@
     ./spark-submit.sh --master 'local[*]' jobs/products.py --conf conf/products.yaml \
         [--set source.model=als --set k=20 --set 'products=[similar_items, explanations]' ...]
 
-Exit codes: 0 ok, 2 invalid config, 3 invalid input (no such run/model), 1 unexpected.
+Exit codes: 0 ok, 2 invalid config, 3 invalid input (no such run/model), 143 stopped by SIGTERM, 1 unexpected.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
     ./spark-submit.sh --master 'local[*]' jobs/train.py --conf conf/demo.yaml [--set als.rank=64 ...]
 
-Exit codes: 0 ok, 2 invalid config, 3 invalid input data, 4 model fit failed, 1 unexpected.
+Exit codes: 0 ok, 2 invalid config, 3 invalid input data, 4 model fit failed, 143 stopped by SIGTERM,
+1 unexpected.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
     ./spark-submit.sh --master 'local[*]' jobs/tune.py --conf conf/tune.yaml [--set tune.n_trials=40 ...]
 
-Exit codes: 0 ok, 2 invalid config, 3 invalid input data, 4 no trial completed, 1 unexpected.
+Exit codes: 0 ok, 2 invalid config, 3 invalid input data, 4 no trial completed, 143 stopped by SIGTERM,
+1 unexpected.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import tempfile
 import traceback
 from collections.abc import Callable, Mapping
@@ -18,7 +19,14 @@ from typing import TypeVar
 from pyspark.sql import SparkSession
 
 from recspark.config import SparkConfig, load_config
-from recspark.errors import CandidateRejected, ConfigError, DataValidationError, ModelFitError, raised_in_task
+from recspark.errors import (
+    CandidateRejected,
+    ConfigError,
+    DataValidationError,
+    JobTerminated,
+    ModelFitError,
+    raised_in_task,
+)
 from recspark.redact import redact
 from recspark.session import build_session
 
@@ -32,6 +40,7 @@ EXIT_CONFIG = 2
 EXIT_DATA = 3
 EXIT_MODEL = 4
 EXIT_REJECTED = 5  # nightly: the candidate failed the quality gate
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
 
 
 def configure_logging() -> None:
@@ -59,8 +68,9 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
     (listed by ``--help``; a later ``--set`` of the same key wins).
 
     Exit codes: 0 ok, 2 invalid config, 3 invalid data, 4 model fit failed,
-    5 candidate rejected by the nightly quality gate, 1 anything unexpected (a bug: one paragraph on
-    the console, the traceback in a file it names, or printed with ``--debug``).
+    5 candidate rejected by the nightly quality gate, 143 stopped by SIGTERM (the MLflow run ended
+    KILLED, nothing published), 1 anything unexpected (a bug: one paragraph on the console, the
+    traceback in a file it names, or printed with ``--debug``).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--conf", help="YAML config file (defaults apply to what it omits)")
@@ -86,6 +96,7 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
         return EXIT_OK
     spark_conf: SparkConfig = conf.spark  # type: ignore[attr-defined]
     spark = build_session(spark_conf.master, spark_conf.app_name, spark_conf.conf, spark_conf.checkpoint_dir)
+    terminated = False
     try:
         try:
             body(spark, conf)
@@ -103,6 +114,11 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
     except CandidateRejected as err:
         log.error("candidate not promoted: %s", redact(str(err)))
         return EXIT_REJECTED
+    except JobTerminated:
+        terminated = True
+        log.error("job stopped by SIGTERM (exit %d): its MLflow run ended KILLED in the stage named above; "
+                  "a run publishes only at its end, so rerunning it is safe", EXIT_TERMINATED)
+        return EXIT_TERMINATED
     except Exception as err:  # noqa: BLE001 - a bug: one paragraph on the console, the traceback kept
         trace = redact(traceback.format_exc()).rstrip()
         if args.debug:
@@ -114,6 +130,17 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
                       "--debug to print it).", type(err).__name__, first[0] if first else "", kept)
         return EXIT_UNEXPECTED
     finally:
-        spark.stop()
+        _stop(spark, terminated)
     return EXIT_OK
+
+
+def _stop(spark: SparkSession, terminated: bool) -> None:
+    """Stop Spark. After SIGTERM a failure to stop (the signal cut a JVM call short, or the JVM got
+    the signal too and is going away) must not turn exit 143 into a traceback."""
+    try:
+        spark.stop()
+    except Exception as err:  # noqa: BLE001 - only swallowed when the job is being terminated
+        if not terminated:
+            raise
+        log.warning("stopping Spark after SIGTERM: %s", redact(str(err)).strip().splitlines()[0])
 

@@ -29,6 +29,19 @@ class CandidateRejected(RecsparkError, RuntimeError):
     """A nightly candidate was trained but failed the quality gate; the champion stays (exit code 5)."""
 
 
+class JobTerminated(BaseException):
+    """The job received SIGTERM (a scheduler stopping it) while its MLflow run was open.
+
+    A ``BaseException``, as ``KeyboardInterrupt``: no ``except Exception`` on the way
+    (a tuning trial's, a cleanup's) may swallow it; the run ends KILLED and the job
+    exits 128 + the signal number, as a shell reports a process the signal ended.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
 _RAISED = re.compile(r"^recspark\.errors\.(\w+): (.*)$", re.M)
 
 

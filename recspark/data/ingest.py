@@ -21,7 +21,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +81,8 @@ class RejectReport:
     fraction : float
         ``rows_rejected / rows_read``.
     rejects_path : str
-        Where the rejects dataset was written.
+        Where readers find the rejects dataset: the published path when the
+        run writes into a staging folder published later.
     """
 
     rows_read: int
@@ -203,6 +204,8 @@ def validate_interactions(
     max_reject_fraction: float = 0.01,
     keep_zero_weight: bool = False,
     config_prefix: str = "",
+    published_path: str | None = None,
+    on_report: Callable[[RejectReport], None] | None = None,
 ) -> tuple[DataFrame, RejectReport]:
     """Tag bad rows with a reason, write them to ``rejects_path``, and count them.
 
@@ -236,6 +239,15 @@ def validate_interactions(
     config_prefix : str, default ""
         Prefix of the setting in the job config (e.g. ``"data."``), so the
         error names the exact key to change.
+    published_path : str, optional
+        Where ``rejects_path`` will be once the run publishes its output
+        (``<out>/rejects`` for ``<out>.staging/rejects``): the report and the
+        log name it, since the staging folder is gone after publishing. A
+        failing validation names ``rejects_path``: a failed run is not
+        published and keeps its staging folder for inspection.
+    on_report : callable, optional
+        Called with the report once the rows are counted, before the checks
+        that may fail the run, so a failed run still records its counts.
 
     Returns
     -------
@@ -284,15 +296,17 @@ def validate_interactions(
     counts = {r: int(metrics[r]) for r in REJECT_REASONS}
     rows_rejected = sum(counts.values())
     fraction = rows_rejected / rows_read if rows_read else 0.0
-    report = RejectReport(rows_read, rows_rejected, counts, fraction, rejects_path)
+    report = RejectReport(rows_read, rows_rejected, counts, fraction, published_path or rejects_path)
     log.info(
         "validate: %d rows read, %d rejected (%.4f%%) -> %s; %s",
         rows_read,
         rows_rejected,
         100 * fraction,
-        rejects_path,
+        report.rejects_path,
         ", ".join(f"{r}={n}" for r, n in counts.items() if n) or "no rejects",
     )
+    if on_report is not None:
+        on_report(report)
 
     if rows_read == 0:
         raise DataValidationError(
@@ -301,12 +315,14 @@ def validate_interactions(
     if fraction > max_reject_fraction:
         example = _first_reject(df.sparkSession, rejects_path)
         per_reason = ", ".join(f"{r}={n}" for r, n in counts.items() if n)
+        kept = (" (this run failed, so its output is not published: the staging folder stays until the next "
+                "run starts)") if report.rejects_path != rejects_path else ""
         raise DataValidationError(
             f"interactions: {rows_rejected} of {rows_read} rows rejected "
             f"({100 * fraction:.2f}%), above {config_prefix}max_reject_fraction="
             f"{max_reject_fraction} ({100 * max_reject_fraction:.2f}%). Per reason: "
             f"{per_reason}. Example rejected row: {example}. All rejects are in "
-            f"{rejects_path!r}. Fix the input, or raise {config_prefix}max_reject_fraction "
+            f"{rejects_path!r}{kept}. Fix the input, or raise {config_prefix}max_reject_fraction "
             "if this many bad rows is expected."
         )
 

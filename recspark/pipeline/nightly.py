@@ -65,7 +65,7 @@ from recspark.runs.model_folder import EXCLUDED_SCORE, load_champion_scorer, wri
 from recspark.runs.outputs import claim_root, protected_paths
 from recspark.runs.timing import StageTimer
 from recspark.tracking import registry
-from recspark.tracking.mlflow_log import log_config, log_input_snapshot, log_metrics, log_params, mlflow_run, run_name
+from recspark.tracking.mlflow_log import log_config, log_metrics, log_params, mlflow_run, run_name
 from recspark.tracking.pyfunc_package import pyfunc_arrays, write_pyfunc_users
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
     timer = StageTimer()
     claim_root(spark, root, "root", protected_paths(conf), job="nightly")
     name = run_name("nightly", conf.model, data_path=conf.data.path.replace("/{date}", ""), date=date)
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name) as run:
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name, timer=timer) as run:
         client = MlflowClient()
         base = registry.champion(client, name)
         base_dir = base.tags.get(registry.RUN_DIR_TAG) if base else None
@@ -107,8 +107,6 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
         data = dataclasses.replace(conf.data, path=conf.snapshot_path())
         prepared = prepare_matrix(spark, data, conf.split, run_dir, timer,
                                   previous_id_maps=f"{base_dir}/id_maps" if base_dir else None)
-        log_metrics(prepared.counts)
-        log_input_snapshot(spark, data.path, int(prepared.counts["rows_read"]))
         matrix, (user_map, item_map) = prepared.matrix, prepared.id_maps(spark)
         train, test = matrix.train.cache(), matrix.test.cache()
         catalogue = catalogue_mask(train, test, matrix.n_items)
@@ -134,10 +132,11 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
                 write_pyfunc_users(fit, user_map, catalogue, seen, f"{run_dir}/pyfunc/users"), date=date,
                 run_dir=run_dir, k=conf.evaluation.recommend_k,
                 normalize_user_features=conf.features.users.normalize)
-        if promoted:
-            publish.switch_pointer(spark, root, run_dir)  # readers first: a crash here leaves the champion as is
-        registry.record_decision(client, version, promoted, reason)
-        registry.drop_other_versions_of_date(client, version)
+        with timer.stage("publish"):
+            if promoted:
+                publish.switch_pointer(spark, root, run_dir)  # readers first: a crash here leaves the champion as is
+            registry.record_decision(client, version, promoted, reason)
+            registry.drop_other_versions_of_date(client, version)
         mlflow.set_tags({"promoted": str(promoted).lower(), "model_version": version.version,
                          **({} if promoted else {"rejected": reason})})
         log_metrics(timer.metrics())
@@ -199,14 +198,17 @@ def fit_candidate(spark: SparkSession, conf: NightlyConfig, prepared: PreparedDa
     if conf.model == "als":
         with timer.stage("als_fit"):
             return fit_als(matrix.train, conf.als, matrix.n_items), False
-    features = side_feature_matrices(spark, conf.features, user_map, item_map, matrix.n_users, matrix.n_items,
-                                     f"{run_dir}/rejects")
+    with timer.stage("side_features"):
+        features = side_feature_matrices(spark, conf.features, user_map, item_map, matrix.n_users, matrix.n_items,
+                                         f"{run_dir}/rejects")
     log_metrics(features.metrics())
     init = None
     if conf.warm_start and base_dir:
-        init = warm_start_model(spark, f"{base_dir}/model/warp", user_map, item_map, matrix.n_users,
-                                matrix.n_items, features.items, features.users, no_components=conf.warp.no_components,
-                                optimiser=conf.warp.optimiser, seed=conf.warp.seed)
+        with timer.stage("warm_start"):
+            init = warm_start_model(spark, f"{base_dir}/model/warp", user_map, item_map, matrix.n_users,
+                                    matrix.n_items, features.items, features.users,
+                                    no_components=conf.warp.no_components, optimiser=conf.warp.optimiser,
+                                    seed=conf.warp.seed)
     with timer.stage("warp_fit"):
         fit = fit_warp(matrix.train, conf.warp, user_map, item_map, matrix.n_users, matrix.n_items,
                        features=features, init=init,

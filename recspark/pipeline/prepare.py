@@ -3,12 +3,16 @@
 ingest -> validate (rejects) -> deduplicate -> threshold -> index -> split -> matrix.
 Every stage runs in Spark; only counts come back to the driver. The outputs
 under ``out_dir`` are ``rejects/``, ``id_maps/{users,items}`` and
-``matrix/{train,test}``.
+``matrix/{train,test}``. Each stage's counts go to the active MLflow run as
+soon as they are known, so a run that fails later (too many rejects, say)
+still shows what it read and rejected.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
@@ -18,7 +22,7 @@ from pyspark.sql import functions as F
 from recspark.config import DataConfig, FeaturesConfig, SideFeatures, SplitConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.features import feature_ids
-from recspark.data.filtering import ThresholdPass, apply_min_counts, deduplicate
+from recspark.data.filtering import apply_min_counts, deduplicate
 from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, map_size, save_id_map
 from recspark.data.ingest import RejectReport, read_interactions, validate_interactions
 from recspark.data.matrix import InteractionMatrix, read_matrix, write_matrix
@@ -26,6 +30,7 @@ from recspark.data.split import check_disjoint, holdout_split, item_holdout_spli
 from recspark.data.synthetic import generate_if_missing
 from recspark.errors import ConfigError
 from recspark.runs.timing import StageTimer
+from recspark.tracking.mlflow_log import log_dict_artifact, log_input_snapshot, log_metrics
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +40,6 @@ class PreparedData:
     """The matrix plus what the run reports about how it was built."""
 
     matrix: InteractionMatrix
-    rejects: RejectReport
-    threshold_passes: list[ThresholdPass]
     counts: dict[str, float] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
 
@@ -60,37 +63,55 @@ def ensure_input(spark: SparkSession, data: DataConfig) -> None:
 
 
 def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, out_dir: str,
-                   timer: StageTimer, *, previous_id_maps: str | None = None,
+                   timer: StageTimer, *, published_dir: str | None = None, previous_id_maps: str | None = None,
                    features: FeaturesConfig | None = None) -> PreparedData:
     """Run the data path and write the matrix; returns it re-read from disk (short lineage).
 
+    Call it inside the job's MLflow run: it logs the counts of every stage
+    (``PreparedData.counts``, threshold passes as step metrics) and
+    ``data/rejects_summary.json`` there as it goes. ``published_dir``: where
+    ``out_dir`` is published at the end of the run (a staging folder's final
+    name); the rejects path in the log and the summary names it.
     ``previous_id_maps``: an earlier run's ``id_maps`` folder (nightly retrains); its ids keep their
     indices and new ids are appended (:func:`~recspark.data.indexing.build_id_map` ``existing=``).
     ``features``: ids only in a side's feature files are appended too when its ``cold_start`` is on.
     """
     paths = {name: f"{out_dir}/{name}" for name in ("rejects", "id_maps/users", "id_maps/items", "matrix")}
     counts: dict[str, float] = {}
+
+    def count(new: Mapping[str, float]) -> None:
+        counts.update(new)
+        log_metrics(new)
+
+    def record_rejects(report: RejectReport) -> None:
+        count(report.as_metrics())
+        log_dict_artifact(dataclasses.asdict(report), "data/rejects_summary.json")
+        log_input_snapshot(spark, data.path, report.rows_read)
+
     with timer.stage("ingest"):
         raw = read_interactions(spark, data.path, user_col=data.user_col, item_col=data.item_col,
                                 weight_col=data.weight_col, timestamp_col=data.timestamp_col,
                                 timestamp_format=data.timestamp_format)
         clean, report = validate_interactions(raw, rejects_path=paths["rejects"],
                                               max_reject_fraction=data.max_reject_fraction,
-                                              keep_zero_weight=data.keep_zero_weight, config_prefix="data.")
-        counts.update(report.as_metrics())
+                                              keep_zero_weight=data.keep_zero_weight, config_prefix="data.",
+                                              published_path=f"{published_dir}/rejects" if published_dir else None,
+                                              on_report=record_rejects)
     with timer.stage("filter"):
         deduped = deduplicate(clean, how=data.dedupe)
         if data.min_weight is not None:
-            counts["rows_after_dedupe"] = deduped.count()
+            count({"rows_after_dedupe": deduped.count()})
             deduped = deduped.filter(F.col(WEIGHT) >= data.min_weight)
         filtered, passes = apply_min_counts(deduped, min_user_interactions=data.min_user_interactions,
                                             min_item_interactions=data.min_item_interactions, config_prefix="data.")
+        for step in passes:
+            log_metrics({"threshold_rows": step.rows, "threshold_users": step.users, "threshold_items": step.items},
+                        step=step.pass_number)
         if data.min_weight is None:
-            counts["rows_after_dedupe"] = passes[0].rows
+            count({"rows_after_dedupe": passes[0].rows})
         else:
-            counts["rows_below_min_weight"] = counts["rows_after_dedupe"] - passes[0].rows
-        counts["threshold_passes"] = len(passes) - 1
-        counts["rows_after_threshold"] = passes[-1].rows
+            count({"rows_below_min_weight": counts["rows_after_dedupe"] - passes[0].rows})
+        count({"threshold_passes": len(passes) - 1, "rows_after_threshold": passes[-1].rows})
     with timer.stage("index"):
         # The training job rebuilds its maps from this run's data; the nightly job extends stored ones.
         old_users, old_items = (None, None) if previous_id_maps is None else (
@@ -106,7 +127,7 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
         save_id_map(item_map, paths["id_maps/items"], overwrite=True)
         n_users, n_items = map_size(user_map), map_size(item_map)
         if features is not None:
-            counts.update(cold_users=n_users - warm[0], cold_items=n_items - warm[1])
+            count({"cold_users": n_users - warm[0], "cold_items": n_items - warm[1]})
         # Persisted: counting the split, checking disjointness and writing the matrix
         # would otherwise each re-run the join with the id maps.
         indexed = apply_id_maps(filtered, user_map, item_map).persist(StorageLevel.MEMORY_AND_DISK)
@@ -118,14 +139,14 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
             result = item_holdout_split(indexed, test_item_fraction=split.test_item_fraction, seed=split.seed)
         else:
             result = time_split(indexed, last_n=split.time_last_n, cutoff=split.time_cutoff)
-        counts.update(result.counts().as_metrics())
+        count(result.counts().as_metrics())
         check_disjoint(result.train, result.test)
         write_matrix(result.train, result.test, paths["matrix"], n_users=n_users, n_items=n_items)
         matrix = read_matrix(spark, paths["matrix"])
         indexed.unpersist()
     density = (matrix.train_rows + matrix.test_rows) / max(n_users * n_items, 1)
-    counts.update(n_users=n_users, n_items=n_items, sparsity=1.0 - density)
-    return PreparedData(matrix=matrix, rejects=report, threshold_passes=passes, counts=counts, paths=paths)
+    count({"n_users": n_users, "n_items": n_items, "sparsity": 1.0 - density})
+    return PreparedData(matrix=matrix, counts=counts, paths=paths)
 
 
 def _with_feature_only_ids(spark: SparkSession, conf: SideFeatures, id_map: DataFrame, id_col: str,

@@ -7,7 +7,6 @@ MLflow UI. Metric names carry model and split: ``als_test_precision_at_5``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -28,8 +27,6 @@ from recspark.runs.report import RunSummary
 from recspark.runs.timing import StageTimer
 from recspark.tracking.mlflow_log import (
     log_config,
-    log_dict_artifact,
-    log_input_snapshot,
     log_metrics,
     log_model_comparison,
     log_params,
@@ -220,18 +217,13 @@ def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:
     ensure_input(spark, conf.data)
     models = "+".join(name for name, on in (("als", conf.als.enabled), (conf.warp.loss, conf.warp.enabled)) if on)
     with mlflow_run(conf.mlflow, spark_version=spark.version,
-                    run_name=run_name("train", models, data_path=conf.data.path)) as run:
+                    run_name=run_name("train", models, data_path=conf.data.path), timer=timer) as run:
         log_config(conf)
         # Everything is written under the staging directory and published at the end in one
         # rename, so a killed run never leaves old and new outputs mixed (runs/outputs.py).
         out_dir = staged.staging
-        prepared = prepare_matrix(spark, conf.data, conf.split, out_dir, timer, features=conf.features)
-        log_metrics(prepared.counts)
-        log_input_snapshot(spark, conf.data.path, int(prepared.counts["rows_read"]))
-        for step in prepared.threshold_passes:
-            log_metrics({"threshold_rows": step.rows, "threshold_users": step.users, "threshold_items": step.items},
-                        step=step.pass_number)
-        log_dict_artifact(dataclasses.asdict(prepared.rejects), "data/rejects_summary.json")
+        prepared = prepare_matrix(spark, conf.data, conf.split, out_dir, timer, published_dir=staged.final,
+                                  features=conf.features)
         summary = RunSummary(run_id=run.info.run_id, experiment=conf.mlflow.experiment,
                              tracking_uri=resolve_tracking_uri(conf.mlflow), out_dir=out_dir,
                              counts=prepared.counts, outputs=dict(prepared.paths))

@@ -193,7 +193,7 @@ def run_products(spark: SparkSession, conf: ProductsConfig) -> ProductsSummary:
                           protected=protected_paths(conf), job="products")
     staged.recover()
     name = run_name("products", model, data_path=conf.source.run_dir)
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name) as run:
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name, timer=timer) as run:
         log_config(conf)
         summary = ProductsSummary(run.info.run_id, resolve_tracking_uri(conf.mlflow), staged.staging)
         with timer.stage("load_model"):

@@ -4,6 +4,14 @@ One MLflow run per pipeline execution. The run holds the resolved config as
 flattened params (and as a YAML artifact), data counts per stage, ranking
 metrics per model and baseline, learning curves as step metrics plus a PNG,
 stage timings, and tags that say which code and Spark produced it.
+
+Every run says how it ended, so none is left unexplained in the UI: tag
+``recspark.outcome`` is ``succeeded``, ``failed`` (status FAILED) or
+``killed`` (SIGTERM: status KILLED); an unfinished run also gets
+``recspark.failed_stage`` (the stage it was in, from the job's
+:class:`~recspark.runs.timing.StageTimer`), ``recspark.error`` (the error,
+redacted) and the stage timings so far. Only SIGKILL leaves a run RUNNING:
+nothing can run in a process the kernel removes.
 """
 
 from __future__ import annotations
@@ -14,11 +22,13 @@ import hashlib
 import logging
 import os
 import re
+import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import yaml
@@ -27,11 +37,20 @@ from pyspark.sql import SparkSession
 import recspark
 from recspark.config import MlflowConfig, flatten, to_dict
 from recspark.data.fs import data_files
+from recspark.errors import JobTerminated
 from recspark.redact import redact
+
+if TYPE_CHECKING:
+    from recspark.runs.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+OUTCOME_TAG = "recspark.outcome"  # succeeded, failed or killed
+FAILED_STAGE_TAG = "recspark.failed_stage"
+ERROR_TAG = "recspark.error"
+#: MLflow refuses tag values above 8000 characters; an error message is cut to this.
+_MAX_ERROR_CHARS = 4000
 
 
 def resolve_tracking_uri(conf: MlflowConfig) -> str:
@@ -74,13 +93,18 @@ def _data_label(path: str) -> str | None:
 
 
 @contextlib.contextmanager
-def mlflow_run(conf: MlflowConfig, *, spark_version: str, run_name: str) -> Iterator[mlflow.ActiveRun]:
+def mlflow_run(conf: MlflowConfig, *, spark_version: str, run_name: str,
+               timer: StageTimer | None = None) -> Iterator[mlflow.ActiveRun]:
     """Open the run for one pipeline execution, tagged with code and Spark versions.
 
     ``run_name`` is the job's (:func:`run_name`); ``mlflow.run_name`` replaces it.
 
-    A run whose body raises is ended with status FAILED (MLflow's context
-    manager does that), so failed nightly runs are visible in the UI.
+    A body that raises ends the run FAILED, after tagging the stage it failed in
+    (``timer``'s) and logging the stage timings, so a failed night shows where it
+    stopped. While the run is open SIGTERM (what schedulers send to stop a job)
+    raises :class:`~recspark.errors.JobTerminated` in the main thread: the run
+    ends KILLED the same way instead of staying RUNNING forever, and the job
+    exits 143 (:mod:`recspark.cli`). The previous SIGTERM handler is restored after.
     """
     mlflow.set_tracking_uri(resolve_tracking_uri(conf))
     if conf.artifact_location and mlflow.get_experiment_by_name(conf.experiment) is None:
@@ -90,10 +114,48 @@ def mlflow_run(conf: MlflowConfig, *, spark_version: str, run_name: str) -> Iter
     commit = _git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    with mlflow.start_run(run_name=conf.run_name or run_name, tags=tags) as run:
+    with _sigterm_raises(), mlflow.start_run(run_name=conf.run_name or run_name, tags=tags) as run:
         log.info("MLflow run %s in experiment %r at %s", run.info.run_id, conf.experiment,
                  redact(mlflow.get_tracking_uri()))
-        yield run
+        try:
+            yield run
+        except BaseException as err:
+            _end_unfinished(run.info.run_id, err, timer)
+            raise
+        mlflow.set_tag(OUTCOME_TAG, "succeeded")
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Make SIGTERM raise JobTerminated in the main thread (signals reach only that thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, _frame: object) -> None:
+        signal.signal(signum, signal.SIG_IGN)  # a second SIGTERM must not interrupt ending the run
+        raise JobTerminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _end_unfinished(run_id: str, err: BaseException, timer: StageTimer | None) -> None:
+    """End the active run KILLED (SIGTERM) or FAILED, saying in which stage and why."""
+    status = "KILLED" if isinstance(err, JobTerminated) else "FAILED"
+    stage = timer.stage_of(err) if timer is not None else "unknown"
+    try:
+        mlflow.set_tags({OUTCOME_TAG: status.lower(), FAILED_STAGE_TAG: stage,
+                         ERROR_TAG: redact(f"{type(err).__name__}: {err}")[:_MAX_ERROR_CHARS]})
+        if timer is not None:
+            log_metrics(timer.metrics())
+        mlflow.end_run(status)
+    except Exception as store_err:  # noqa: BLE001 - the job's own error is what must reach the caller
+        log.warning("could not record the end of MLflow run %s: %s", run_id, redact(str(store_err)))
+    log.error("MLflow run %s ended %s in stage %s", run_id, status, stage)
 
 
 def log_config(conf: Any) -> None:

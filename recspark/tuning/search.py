@@ -18,9 +18,11 @@ The search's outputs, beside the training job's matrix and id maps:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -35,7 +37,7 @@ from pyspark.sql import SparkSession
 from recspark.config import SearchConfig, TuneConfig, to_dict, with_values
 from recspark.data import fs
 from recspark.data.matrix import InteractionMatrix
-from recspark.errors import ModelFitError
+from recspark.errors import JobTerminated, ModelFitError
 from recspark.runs.outputs import StagedOutput, protected_paths
 from recspark.pipeline.prepare import ensure_input, prepare_matrix
 from recspark.runs.timing import StageTimer
@@ -81,7 +83,9 @@ def run_trials(spark: SparkSession, plan: Plan, objective: Objective, conf: Sear
     records: list[TrialRecord] = []
     best: float | None = None
     asked = 0
-    with ThreadPoolExecutor(max_workers=conf.concurrency, thread_name_prefix="tune-trial") as pool:
+    # The pool's exit waits for running trials; on SIGTERM their Spark jobs are cancelled first.
+    with ThreadPoolExecutor(max_workers=conf.concurrency, thread_name_prefix="tune-trial") as pool, \
+            _spark_jobs_cancelled_on_sigterm(spark):
         while True:
             while (free_pools and (plan.n_trials is None or asked < plan.n_trials)
                    and (deadline is None or time.monotonic() < deadline)):
@@ -108,6 +112,17 @@ def run_trials(spark: SparkSession, plan: Plan, objective: Objective, conf: Sear
                 log.info("trial %d %s in %.0fs%s %s %s", record.number, record.state, record.seconds, value,
                          record.params, record.reason)
     return sorted(records, key=lambda r: r.number)
+
+
+@contextlib.contextmanager
+def _spark_jobs_cancelled_on_sigterm(spark: SparkSession) -> Iterator[None]:
+    """Cancel every Spark job when SIGTERM ends the search, so running trials fail now (each recorded
+    as failed) instead of finishing after the scheduler's grace period has run out."""
+    try:
+        yield
+    except JobTerminated:
+        spark.sparkContext.cancelAllJobs()
+        raise
 
 
 def best_config_yaml(conf: TuneConfig, best: TrialRecord) -> str:
@@ -142,10 +157,10 @@ def run_search(spark: SparkSession, conf: TuneConfig) -> SearchResult:
     staged.recover()
     ensure_input(spark, conf.data)
     name = run_name("tune", search.model, search.strategy, data_path=conf.data.path)
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name) as run:
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name, timer=timer) as run:
         log_config(conf)
-        prepared = prepare_matrix(spark, conf.data, conf.split, staged.staging, timer, features=conf.features)
-        log_metrics(prepared.counts)
+        prepared = prepare_matrix(spark, conf.data, conf.split, staged.staging, timer, published_dir=staged.final,
+                                  features=conf.features)
         result = search_matrix(spark, conf, prepared.matrix, f"{staged.staging}/id_maps", staged.staging, run.info,
                                timer)
         result.outputs = {**prepared.paths, "best_config": f"{staged.staging}/best_config.yaml",

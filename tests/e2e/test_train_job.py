@@ -156,6 +156,10 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     assert snapshot.dataset.name == "data" and conf.data.path in snapshot.dataset.source
     assert len(snapshot.dataset.digest) == 16
     assert {t.key: t.value for t in snapshot.tags}["rows"] == str(int(metrics["rows_read"]))
+    assert run.data.tags["recspark.outcome"] == "succeeded"
+    # The rejects are named where they are after publishing, not in the staging folder that is gone.
+    rejects = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/data/rejects_summary.json")
+    assert rejects["rejects_path"] == f"{conf.output.dir}/rejects" == summary.outputs["rejects"]
 
 
 def test_summary_table_names_models_and_mlflow(demo_run):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 
 import pytest
@@ -176,6 +177,25 @@ def test_validate_fails_above_max_reject_fraction_with_counts_example_and_settin
     assert "Example rejected row: {" in message and "'reason': '" in message
     # the rejects are kept for inspection even though the run failed
     assert spark.read.parquet(str(tmp_path / "rej")).count() == 2
+
+
+def test_report_and_log_name_the_published_rejects_path_and_a_failure_the_staged_one(spark, tmp_path, caplog):
+    """A staged run's rejects move at publish: the report and the log say where they will be; a failed
+    run is not published, so its message names the staging folder it keeps (and says so)."""
+    df = _interactions(spark, tmp_path, [*GOOD, ("u", "i", -2.0, None)])
+    staged, published = f"{tmp_path}/out.staging/rejects", f"{tmp_path}/out/rejects"
+    reported = []
+    with caplog.at_level(logging.INFO, logger="recspark.data.ingest"):
+        _, report = validate_interactions(df, rejects_path=staged, published_path=published,
+                                          max_reject_fraction=1.0, on_report=reported.append)
+    assert report.rejects_path == published and reported == [report]
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("validate:"))
+    assert published in line and "staging" not in line
+    with pytest.raises(DataValidationError) as err:
+        validate_interactions(df, rejects_path=staged, published_path=published, max_reject_fraction=0.1,
+                              on_report=reported.append)
+    assert f"All rejects are in {staged!r} (this run failed, so its output is not published" in str(err.value)
+    assert len(reported) == 2 and reported[1].rows_rejected == 1  # counted before the run failed
 
 
 # --------------------------------------------------------------------------- unreadable input files

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,8 +46,20 @@ def test_too_many_rejects_exit_3_and_rejects_are_kept(tmp_path):
     # A failed run publishes nothing; its rejects stay in the staging directory the message names.
     assert not (tmp_path / "out").exists()
     assert f"{tmp_path}/out.staging/rejects" in output
+    assert "this run failed, so its output is not published" in output
     rejects = pd.read_parquet(tmp_path / "out.staging" / "rejects")
     assert sorted(rejects["reason"]) == ["missing_user_id", "missing_user_id", "negative_weight"]
+    # The MLflow run says what happened: FAILED in ingest, with the counts and reasons it got to.
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("recspark-demo").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["recspark.outcome"] == "failed" and run.data.tags["recspark.failed_stage"] == "ingest"
+    assert "max_reject_fraction" in run.data.tags["recspark.error"]
+    metrics = run.data.metrics
+    assert (metrics["rows_read"], metrics["rows_rejected"]) == (4, 3)
+    assert (metrics["rejects_missing_user_id"], metrics["rejects_negative_weight"]) == (2, 1)
+    summary = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/data/rejects_summary.json")
+    assert summary["counts"]["missing_user_id"] == 2 and summary["rows_read"] == 4
 
 
 def test_generate_job_writes_interactions_and_tags(tmp_path):

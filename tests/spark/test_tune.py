@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 
 from recspark.config import TrainConfig, TuneConfig, load_config
 from recspark.data.matrix import read_matrix
-from recspark.errors import ModelFitError
+from recspark.errors import JobTerminated, ModelFitError
 from recspark.evaluation.ranking import evaluate
 from recspark.models.warp.estimator import RankingFMModel
 from recspark.runs.timing import StageTimer
 from recspark.tracking.mlflow_log import mlflow_run
-from recspark.tuning.search import run_search, search_matrix
+from recspark.tuning.objective import TrialRecord
+from recspark.tuning.search import run_search, run_trials, search_matrix
+from recspark.tuning.strategies import make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,3 +163,32 @@ def test_time_budget_stops_a_running_trial_after_its_current_epoch(grid_search, 
     assert child.data.tags["trial.state"] == "PRUNED" and child.info.status == "KILLED"
     assert re.fullmatch(r"stopped after epoch \d+: the search's time budget \(tune.timeout_minutes\) is spent",
                         child.data.tags["trial.reason"])
+
+
+def test_sigterm_cancels_the_running_trials_instead_of_waiting_for_them(spark, tmp):
+    """Leaving the trial pool waits for its threads: without cancelling their Spark jobs a stopped
+    search would outlive the scheduler's grace period (and be SIGKILLed, its run left RUNNING)."""
+    conf = load_config(REPO / "conf" / "tune.yaml", TuneConfig, overrides(
+        tmp, "tune.strategy=random", "tune.n_trials=1", "tune.concurrency=1", "mlflow.experiment=tune-sigterm"))
+    outcome = []
+
+    class SlowTrial:  # stands in for Objective: one Spark job of ~30 s
+        deadline, primary = None, "precision_at_5"
+
+        def __call__(self, trial, slot):
+            try:
+                spark.sparkContext.parallelize(range(2), 2).map(lambda x: time.sleep(30) or x).collect()
+                outcome.append("finished")
+            except Exception:  # noqa: BLE001 - what a cancelled job raises
+                outcome.append("cancelled")
+            return TrialRecord(trial.number, {}, TrialState.FAIL)
+
+    def terminate_once_running():
+        while not spark.sparkContext.statusTracker().getActiveJobsIds():
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_once_running, daemon=True).start()
+    with pytest.raises(JobTerminated), mlflow_run(conf.mlflow, spark_version=spark.version):
+        run_trials(spark, make_plan(conf.tune), SlowTrial(), conf.tune)
+    assert outcome == ["cancelled"]

@@ -1,0 +1,95 @@
+"""Every MLflow run says how it ended: FAILED or KILLED (SIGTERM) with the stage, never RUNNING forever.
+
+A real MLflow store (sqlite in a temp folder), no Spark: ``mlflow_run`` and the stage timer only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from recspark.config import MlflowConfig
+from recspark.errors import DataValidationError, JobTerminated
+from recspark.runs.timing import StageTimer
+from recspark.tracking.mlflow_log import ERROR_TAG, FAILED_STAGE_TAG, OUTCOME_TAG, mlflow_run
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mlflow")  # one store for the module: creating one takes seconds
+    conf = MlflowConfig(tracking_uri=f"sqlite:///{tmp}/mlflow.db", experiment="outcomes",
+                        artifact_location=str(tmp / "mlruns"))
+    yield conf
+    mlflow.set_tracking_uri(None)
+
+
+def ended(conf: MlflowConfig, run_id: str):
+    return MlflowClient(conf.tracking_uri).get_run(run_id)
+
+
+def test_sigterm_ends_the_run_killed_with_its_stage_and_restores_the_handler(tracking):
+    def previous(signum, frame):  # a handler the caller had installed
+        raise AssertionError("not expected to run")
+
+    original = signal.signal(signal.SIGTERM, previous)
+    timer = StageTimer()
+    try:
+        with pytest.raises(JobTerminated) as raised:
+            with mlflow_run(tracking, spark_version="test", timer=timer) as run:
+                with timer.stage("prepare"):
+                    pass
+                with timer.stage("register"):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    signal.pause()  # the handler raises here, as it would inside a long call
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert raised.value.signum == signal.SIGTERM
+    got = ended(tracking, run.info.run_id)
+    assert got.info.status == "KILLED"
+    assert got.data.tags[OUTCOME_TAG] == "killed"
+    assert got.data.tags[FAILED_STAGE_TAG] == "register"
+    assert {"time_prepare_s", "time_register_s"} <= set(got.data.metrics)
+
+
+def test_a_failure_ends_the_run_failed_naming_the_stage_and_the_error(tracking):
+    timer = StageTimer()
+    with pytest.raises(DataValidationError):
+        with mlflow_run(tracking, spark_version="test", timer=timer) as run:
+            with timer.stage("ingest"):
+                raise DataValidationError("interactions: 3 of 4 rows rejected")
+    got = ended(tracking, run.info.run_id)
+    assert got.info.status == "FAILED"
+    assert got.data.tags[OUTCOME_TAG] == "failed"
+    assert got.data.tags[FAILED_STAGE_TAG] == "ingest"
+    assert got.data.tags[ERROR_TAG] == "DataValidationError: interactions: 3 of 4 rows rejected"
+    assert "time_ingest_s" in got.data.metrics
+
+
+def test_a_finished_run_is_tagged_succeeded(tracking):
+    with mlflow_run(tracking, spark_version="test", timer=StageTimer()) as run:
+        pass
+    got = ended(tracking, run.info.run_id)
+    assert got.info.status == "FINISHED" and got.data.tags[OUTCOME_TAG] == "succeeded"
+
+
+def test_stage_of_names_the_innermost_stage_an_error_left_or_where_the_run_was():
+    timer = StageTimer()
+    assert timer.stage_of(ValueError()) == "setup"
+    with timer.stage("ingest"):
+        pass
+    assert timer.stage_of(ValueError()) == "after ingest"
+    try:
+        with timer.stage("fit"), timer.stage("epoch"):
+            raise ValueError("diverged")
+    except ValueError as err:
+        inner = err
+    assert timer.stage_of(inner) == "epoch"
+    try:
+        raise RuntimeError("wrapped") from inner
+    except RuntimeError as wrapper:
+        assert timer.stage_of(wrapper) == "epoch"
