@@ -1,7 +1,8 @@
 """Wall-clock timing of pipeline stages (logged as ``time_<stage>_s`` metrics).
 
 The timer also knows which stage is running, so a run that fails or is killed
-can say where (the MLflow run's ``recspark.failed_stage`` tag).
+can say where (the MLflow run's ``recspark.failed_stage`` tag), and names the
+Spark jobs a stage starts after it (the Spark UI reads as the pipeline).
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+
+from pyspark.sql import SparkSession
+
+from recspark.session import job_description
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +33,10 @@ class StageTimer:
         start = time.perf_counter()
         log.info("stage %s: started", name)
         self._open.append(name)
+        spark = SparkSession.getActiveSession()
         try:
-            yield
+            with job_description(spark, name) if spark is not None else contextlib.nullcontext():
+                yield
         except BaseException as err:
             if self._raised is None or self._raised[0] is not err:  # keep the innermost stage it left
                 self._raised = (err, name)

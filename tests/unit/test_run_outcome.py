@@ -39,7 +39,7 @@ def test_sigterm_ends_the_run_killed_with_its_stage_and_restores_the_handler(tra
     timer = StageTimer()
     try:
         with pytest.raises(JobTerminated) as raised:
-            with mlflow_run(tracking, spark_version="test", timer=timer) as run:
+            with mlflow_run(tracking, spark_version="test", run_name="test", timer=timer) as run:
                 with timer.stage("prepare"):
                     pass
                 with timer.stage("register"):
@@ -59,7 +59,7 @@ def test_sigterm_ends_the_run_killed_with_its_stage_and_restores_the_handler(tra
 def test_a_failure_ends_the_run_failed_naming_the_stage_and_the_error(tracking):
     timer = StageTimer()
     with pytest.raises(DataValidationError):
-        with mlflow_run(tracking, spark_version="test", timer=timer) as run:
+        with mlflow_run(tracking, spark_version="test", run_name="test", timer=timer) as run:
             with timer.stage("ingest"):
                 raise DataValidationError("interactions: 3 of 4 rows rejected")
     got = ended(tracking, run.info.run_id)
@@ -71,7 +71,7 @@ def test_a_failure_ends_the_run_failed_naming_the_stage_and_the_error(tracking):
 
 
 def test_a_finished_run_is_tagged_succeeded(tracking):
-    with mlflow_run(tracking, spark_version="test", timer=StageTimer()) as run:
+    with mlflow_run(tracking, spark_version="test", run_name="test", timer=StageTimer()) as run:
         pass
     got = ended(tracking, run.info.run_id)
     assert got.info.status == "FINISHED" and got.data.tags[OUTCOME_TAG] == "succeeded"
