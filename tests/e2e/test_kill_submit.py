@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,8 @@ def train(tmp: Path, name: str, on_line: Callable[[Job, str], None] | None = Non
     return job
 
 
-def test_kill_9_during_warp_training_and_during_publish_keeps_the_output_whole(tmp_path):
+def training_chain(tmp_path: Path) -> None:
+    """kill -9 during WARP training and during publish: the output stays whole, the next run succeeds."""
     out, staging, previous = tmp_path / "out", tmp_path / "out.staging", tmp_path / "out.previous"
     write_interactions(tmp_path / "interactions")
     first = train(tmp_path, "first")
@@ -252,7 +254,8 @@ def night(tmp: Path, date: str, name: str, on_line: Callable[[Job, str], None] |
     return job
 
 
-def test_kill_9_during_the_nightly_publish_keeps_current_and_the_champion(tmp_path):
+def nightly_chain(tmp_path: Path) -> None:
+    """kill -9 during the nightly publish: _CURRENT and the champion stay, the retried date succeeds."""
     root, pointer_file = tmp_path / "nightly", tmp_path / "nightly" / "_CURRENT"
     for seed, date in enumerate(("2026-11-21", "2026-11-22")):
         write_interactions(tmp_path / "snapshots" / date / "interactions", seed=seed)
@@ -291,3 +294,13 @@ def test_kill_9_during_the_nightly_publish_keeps_current_and_the_champion(tmp_pa
     assert (current / "recommendations" / "_SUCCESS").exists()
     assert client.get_model_version_by_alias(MODEL, "champion").tags["recspark.run_dir"] == str(current)
     assert not temporary_pointer(), "a temporary pointer file was left behind"
+
+
+def test_kill_9_over_the_whole_run_keeps_outputs_pointer_and_champion(tmp_path):
+    """Both chains at once (each in its own folder and MLflow store): 7 spark-submit runs in the time of 4."""
+    (tmp_path / "train").mkdir()
+    (tmp_path / "nightly").mkdir()
+    with ThreadPoolExecutor(2) as pool:
+        chains = [pool.submit(training_chain, tmp_path / "train"), pool.submit(nightly_chain, tmp_path / "nightly")]
+        for chain in chains:
+            chain.result()  # re-raises a chain's failed assertion
