@@ -192,6 +192,13 @@ class RankingFM(Estimator, _RankingFMParams, DefaultParamsWritable, DefaultParam
 
     Notes
     -----
+    With ``warp``, ``warp-kos`` and ``bpr``, rows of weight <= 0 are
+    non-interactions: their ids join the model, but they are not trained on
+    and may be drawn as negatives (``logistic`` reads them as 0 labels). So
+    one DataFrame can carry the positives and the zeros that
+    :class:`~recspark.evaluation.evaluator.RankingMetricEvaluator` ranks them
+    against in TrainValidationSplit/CrossValidator.
+
     The estimator only holds Params, so Spark ML's default writer saves it
     (``RankingFM.load(path)``; a Pipeline or CrossValidator saves it too).
     """
@@ -236,7 +243,12 @@ class RankingFM(Estimator, _RankingFMParams, DefaultParamsWritable, DefaultParam
                             F.col(item_col).cast("string").alias(ITEM_ID), weight.alias(WEIGHT))
         user_map = build_id_map(df, USER_ID, USER_IDX).cache()
         item_map = build_id_map(df, ITEM_ID, ITEM_IDX).cache()
-        model = self.fit_indexed(apply_id_maps(df, user_map, item_map), user_map, item_map)
+        train = apply_id_maps(df, user_map, item_map)
+        if self.getOrDefault("loss") != "logistic":
+            # WARP/BPR learn nothing from weight <= 0 rows, and as known positives they would never be
+            # sampled as negatives: they are non-interactions (e.g. the zeros a ranking evaluator needs).
+            train = train.where(F.col(WEIGHT) > 0)
+        model = self.fit_indexed(train, user_map, item_map)
         model.id_types = tuple(dataset.schema[c].dataType.simpleString() for c in (user_col, item_col))
         return model
 
