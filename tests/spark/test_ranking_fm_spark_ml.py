@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -216,3 +217,29 @@ def test_spark_tuners_choose_the_model_that_learned(tuner, labelled):
         metrics = fitted.avgMetrics
     assert metrics[0] < 0.7 and metrics[1] > 0.8
     assert isinstance(fitted.bestModel, RankingFMModel) and fitted.bestModel.getLearningRate() == 0.1
+
+
+def test_the_readme_snippet_runs(labelled, user_spark, tmp_path):
+    """The README's "RankingFM in your own PySpark" code block, executed as written but for its two paths.
+
+    (Spark resolves relative paths against the JVM's directory, which a test cannot move.)
+    """
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## RankingFM in your own PySpark", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    paths = {'"plays.parquet"': f'"{tmp_path}/plays.parquet"', '"sqlite:///mlflow.db"': f'"sqlite:///{tmp_path}/mlflow.db"'}
+    for relative, absolute in paths.items():
+        assert relative in code
+        code = code.replace(relative, absolute)
+    pdf = labelled.toPandas()
+    pdf["user"], pdf["item"] = "u" + pdf["user"].astype(str), "i" + pdf["item"].astype(str)
+    pdf.to_parquet(tmp_path / "plays.parquet")
+    names: dict = {}
+    try:
+        exec(compile(code, "README.md", "exec"), names)
+    finally:
+        mlflow.set_tracking_uri(None)
+    plays = names["plays"]
+    assert isinstance(names["reloaded"].stages[-1], RankingFMModel)
+    np.testing.assert_allclose(_pipeline_predictions(names["reloaded"], plays),
+                               _pipeline_predictions(names["model"], plays), rtol=1e-6)
