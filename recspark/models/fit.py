@@ -73,11 +73,8 @@ class FittedModel:
         return warp.user_feature_names, warp.state.user_shared.embeddings
 
     def save(self, path: str) -> None:
-        """Write the model under ``path``: ``RankingFMModel.save``, or Spark's ``ALSModel`` writer."""
-        if self.warp is not None:
-            self.warp.save(path)
-        else:
-            self.model.write().overwrite().save(path)
+        """Write the model under ``path`` with its Spark ML writer (RankingFMModel's or ALSModel's), replacing it."""
+        (self.warp if self.warp is not None else self.model).write().overwrite().save(path)
 
     def close(self) -> None:
         """Free the scorer's broadcast, the cached factors and (WARP) the trainer's cached shards."""

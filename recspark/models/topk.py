@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 from pyspark.sql import DataFrame
+from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -39,7 +40,7 @@ from recspark.models.blocks import (
 )
 from recspark.models.scoring import Scorer
 
-__all__ = ["recommend", "top_k", "with_original_ids"]
+__all__ = ["recommend", "recommend_users", "top_k", "with_original_ids"]
 
 
 def top_k(
@@ -100,6 +101,16 @@ def top_k(
     return np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
+def _finite_scores(scorer: Scorer, users: np.ndarray, vectors: np.ndarray | None) -> np.ndarray:
+    scores = checked_scores(scorer, users, vectors)
+    if not np.isfinite(scores).all():
+        raise ModelFitError(
+            f"{type(scorer).__name__} produced NaN/inf scores; the model diverged -- "
+            "refit with a lower learning rate or stronger regularisation."
+        )
+    return scores
+
+
 def _recommend_batches(
     batches: Iterator[pa.RecordBatch],
     scorer: Scorer,
@@ -124,14 +135,9 @@ def _recommend_batches(
             vectors, _ = user_vectors(batch.column(FEATURES), scorer.n_factors)
         for start in range(0, len(users), block_rows):
             stop = min(start + block_rows, len(users))
-            scores = checked_scores(
+            scores = _finite_scores(
                 scorer, users[start:stop], None if vectors is None else vectors[start:stop]
             )
-            if not np.isfinite(scores).all():
-                raise ModelFitError(
-                    f"{type(scorer).__name__} produced NaN/inf scores; the model diverged -- "
-                    "refit with a lower learning rate or stronger regularisation."
-                )
             if exclude_train:
                 keys, n_bad = block_keys(train_items, train_ptr, start, stop, n_items)
                 if n_bad:
@@ -216,6 +222,70 @@ def recommend(
         return _recommend_batches(batches, scorer, k, exclude_train, block_rows)
 
     return targets.mapInArrow(run, _RECS_SCHEMA)
+
+
+def _top_users_batches(
+    batches: Iterator[pa.RecordBatch], scorer: Scorer, k: int, items: np.ndarray, block_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """This partition's top-``k`` users of each item in ``items``: a running top-k over user blocks."""
+    best_users = np.empty((len(items), 0), dtype=np.int64)
+    best_scores = np.empty((len(items), 0), dtype=np.float32)
+    for batch in batches:
+        users = batch.column(USER_IDX).to_numpy(zero_copy_only=False).astype(np.int64)
+        vectors, _ = user_vectors(batch.column(FEATURES), scorer.n_factors)
+        for start in range(0, len(users), block_rows):
+            stop = min(start + block_rows, len(users))
+            scores = _finite_scores(scorer, users[start:stop], vectors[start:stop])[:, items].T
+            candidates = np.hstack([best_users, np.broadcast_to(users[start:stop], scores.shape)])
+            cols, best_scores = top_k(np.hstack([best_scores, scores]), k)
+            best_users = np.take_along_axis(candidates, cols, axis=1)
+    if best_users.size:
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array(np.repeat(items, best_users.shape[1]).astype(np.int32)),
+                pa.array(best_users.reshape(-1).astype(np.int32)),
+                pa.array(best_scores.reshape(-1).astype(np.float32)),
+            ],
+            names=[ITEM_IDX, USER_IDX, SCORE],
+        )
+
+
+def recommend_users(
+    scorer: Scorer,
+    *,
+    k: int = 10,
+    items: npt.NDArray[np.integer] | None = None,
+    block_size: int | None = None,
+) -> DataFrame:
+    """Top-``k`` users for every item (or the item indices ``items``): ALS's ``recommendForAllItems``.
+
+    The users stay distributed (only the item side is broadcast, as for
+    :func:`recommend`): each partition of ``scorer.user_factors`` keeps a
+    running top-``k`` per item over its blocks of users, and one shuffle of
+    O(partitions x items x k) rows merges them.
+
+    Returns
+    -------
+    DataFrame
+        ``item_idx`` int, ``rank`` int (1-based), ``user_idx`` int, ``score``
+        float; per item, score descending, ties broken by ``user_idx`` ascending.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k must be an integer >= 1, got {k!r}")
+    if scorer.user_factors is None:
+        raise ConfigError(f"{type(scorer).__name__} has no user factors to rank users by")
+    targets = np.arange(scorer.n_items) if items is None else np.unique(np.asarray(items, dtype=np.int64))
+    block_rows = rows_per_block(scorer.n_items, block_size)
+    schema = T.StructType([T.StructField(ITEM_IDX, T.IntegerType()), T.StructField(USER_IDX, T.IntegerType()),
+                           T.StructField(SCORE, T.FloatType())])
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _top_users_batches(batches, scorer, k, targets, block_rows)
+
+    candidates = scorer.user_factors.select(USER_IDX, FEATURES).mapInArrow(run, schema)
+    order = Window.partitionBy(ITEM_IDX).orderBy(F.col(SCORE).desc(), F.col(USER_IDX))
+    ranked = candidates.withColumn(RANK, F.row_number().over(order))
+    return ranked.where(F.col(RANK) <= k).select(ITEM_IDX, RANK, USER_IDX, SCORE)
 
 
 def with_original_ids(recs: DataFrame, user_map: DataFrame, item_map: DataFrame) -> DataFrame:

@@ -129,8 +129,8 @@ def load_model_embeddings(spark: SparkSession, source: ModelSource) -> ModelEmbe
         log.info("ALS item factors: %d items x %d", len(pdf), vectors.shape[1])
         return ModelEmbeddings("als", Embeddings(keys, vectors))
     path = f"{run}/models/{source.model}/model"
-    _require(spark, f"{path}/metadata.json", f"{source.model} model")
-    model = RankingFMModel.load(spark, path)
+    _require(spark, path, f"{source.model} model")
+    model = RankingFMModel.read().session(spark).load(path)
     reps, _biases = model.state.item_representations()  # biases ignored: cosine of representations
     items = Embeddings(_item_keys(model.item_map, len(reps)), reps)
     names, vectors = model.item_feature_vectors()

@@ -134,7 +134,7 @@ def test_first_night_is_promoted_and_the_next_warm_starts_from_it(scenario, spar
 def test_warm_start_keeps_the_champions_rows_and_initialises_new_ones(scenario, spark):
     tmp, day1, day2 = scenario["tmp"], scenario["day1"], scenario["day2"]
     conf = conf_for(tmp, DAY2)
-    champion = RankingFMModel.load(spark, f"{day1.run_dir}/model/warp")
+    champion = RankingFMModel.load(f"{day1.run_dir}/model/warp")
     maps = [spark.read.parquet(f"{day2.run_dir}/id_maps/{side}") for side in ("users", "items")]
     n_users, n_items = (len(id_map(spark, day2.run_dir, side)) for side in ("user", "item"))
     init = warm_start_model(spark, f"{day1.run_dir}/model/warp", *maps, n_users, n_items, None,

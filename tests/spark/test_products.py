@@ -205,7 +205,7 @@ def test_products_job_on_a_trained_warp_model(spark, tiny_run):
         assert summary.rows[product] > 0
     assert not (tmp / "run" / "products" / "warp.staging").exists()
 
-    model = RankingFMModel.load(spark, str(tmp / "run" / "models" / "warp" / "model"))
+    model = RankingFMModel.load(str(tmp / "run" / "models" / "warp" / "model"))
     item_map = model.item_map.toPandas()
     ids = set(item_map["item_id"])
     tags = {n for n in model.item_feature_names if n.startswith("tag_")}

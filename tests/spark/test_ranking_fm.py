@@ -86,7 +86,7 @@ def test_transform_scores_pairs_and_leaves_unknown_ids_null(model, spark):
 
 def test_save_load_round_trip_gives_the_same_scores(model, spark, tmp_path):
     model.save(str(tmp_path / "m"))
-    loaded = RankingFMModel.load(spark, str(tmp_path / "m"))
+    loaded = RankingFMModel.load(str(tmp_path / "m"))
     assert loaded.getOrDefault("noComponents") == 8 and loaded.getOrDefault("userCol") == "user"
     pairs = spark.createDataFrame(pd.DataFrame({"user": ["a0", "b1"], "item": ["x1", "y2"]}))
     a = model.transform(pairs).toPandas().sort_values("user")["prediction"].to_numpy()
@@ -97,7 +97,7 @@ def test_save_load_round_trip_gives_the_same_scores(model, spark, tmp_path):
 
 def test_a_loaded_model_warm_starts_a_new_fit(model, likes, spark, tmp_path):
     model.save(str(tmp_path / "m"))
-    loaded = RankingFMModel.load(spark, str(tmp_path / "m"))
+    loaded = RankingFMModel.load(str(tmp_path / "m"))
     df = likes.select(F.col("user").alias(USER_ID), F.col("item").alias(ITEM_ID), F.col("plays").alias(WEIGHT))
     train = apply_id_maps(df, loaded.user_map, loaded.item_map)
     estimator = RankingFM(noComponents=8, maxIter=2, learningRate=0.1, numShards=3)

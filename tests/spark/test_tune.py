@@ -102,7 +102,7 @@ def test_search_outputs_the_winner_as_a_training_config_and_a_saved_model(grid_s
     best = load_config(tmp / "out" / "best_config.yaml", TrainConfig)
     assert best.warp.learning_rate == 0.1 and best.warp.epochs == 2 and best.data.path.endswith("likes.parquet")
     assert best.output.dir == f"{tmp}/out-best"  # training the winner leaves the search's outputs alone
-    model = RankingFMModel.load(spark, f"{tmp}/out/best_model")
+    model = RankingFMModel.load(f"{tmp}/out/best_model")
     matrix = read_matrix(spark, f"{tmp}/out/matrix")
     scorer = model.scorer()
     try:

@@ -43,8 +43,8 @@ def test_the_searchs_refit_is_the_model_its_best_config_trains(spark, tmp_path):
     best = load_config(tmp_path / "out" / "best_config.yaml", TrainConfig)
     run_training(spark, best)
 
-    tuned = RankingFMModel.load(spark, f"{tmp_path}/out/best_model")
-    trained = RankingFMModel.load(spark, f"{tmp_path}/out-best/models/warp/model")
+    tuned = RankingFMModel.load(f"{tmp_path}/out/best_model")
+    trained = RankingFMModel.load(f"{tmp_path}/out-best/models/warp/model")
     assert trained.user_feature_names == ["interest_likesx", "interest_likesy"]
     assert tuned.user_feature_names == trained.user_feature_names
     assert tuned.item_feature_names == trained.item_feature_names == ["tag_x", "tag_y"]

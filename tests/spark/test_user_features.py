@@ -91,7 +91,7 @@ def test_model_with_user_features_saves_loads_and_warm_starts(spark, cold_users,
     train, _, user_map, item_map, features, tmp = cold_users
     path = str(tmp / "model")
     with_features.save(path)
-    loaded = RankingFMModel.load(spark, path)
+    loaded = RankingFMModel.load(path)
     assert loaded.user_feature_names == features.names
     np.testing.assert_array_equal(loaded.state.user_shared.embeddings, with_features.state.user_shared.embeddings)
     a = with_features.user_factors_indexed().toPandas().sort_values(USER_IDX)

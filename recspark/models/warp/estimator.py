@@ -33,7 +33,18 @@ import scipy.sparse as sp
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.ml.param.shared import HasPredictionCol
+from pyspark.ml.util import (
+    DefaultParamsReadable,
+    DefaultParamsReader,
+    DefaultParamsWritable,
+    DefaultParamsWriter,
+    MLReadable,
+    MLReader,
+    MLWritable,
+    MLWriter,
+)
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 import recspark
@@ -42,17 +53,19 @@ from recspark.data.columns import (
     FEATURES,
     ITEM_ID,
     ITEM_IDX,
+    RANK,
     SCORE,
     USER_ID,
     USER_IDX,
     WEIGHT,
 )
 from recspark.data.features import FeatureMatrix
+from recspark.data.frames import frame_from_pandas
 from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, save_id_map
 from recspark.config import KernelParams, TrainerParams, field_problems
-from recspark.errors import ConfigError
+from recspark.errors import ConfigError, DataValidationError
 from recspark.models.scoring import FactorScorer
-from recspark.models.topk import recommend
+from recspark.models.topk import recommend, recommend_users
 from recspark.models.warp.state import SideParams
 from recspark.models.warp.trainer import (
     WarpState,
@@ -96,13 +109,21 @@ def _to_param(owner: type, field: dataclasses.Field, value: Any) -> Any:
     return 0 if value is None and _optional(owner, field) else value
 
 
-class _RankingFMParams(Params):
+#: ALS's values of ``coldStartStrategy``.
+_COLD_START_STRATEGIES = ("nan", "drop")
+
+
+class _RankingFMParams(HasPredictionCol):
     """Params shared by the estimator and the fitted model: the columns, then every hyperparameter."""
 
     userCol = Param(Params._dummy(), "userCol", "user id column (string or integer)", TypeConverters.toString)
     itemCol = Param(Params._dummy(), "itemCol", "item id column (string or integer)", TypeConverters.toString)
     weightCol = Param(Params._dummy(), "weightCol", "sample weight column; '' weighs every row 1",
                       TypeConverters.toString)
+    coldStartStrategy = Param(Params._dummy(), "coldStartStrategy",
+                              "transform's rows whose user or item was not in the training data: 'nan' gives "
+                              "them a NaN prediction, 'drop' drops them (as ALS; 'drop' keeps evaluators "
+                              "finite)", TypeConverters.toString)
 
     def __init__(self) -> None:
         super().__init__()
@@ -130,6 +151,9 @@ class _RankingFMParams(Params):
         spark_names = {f.name: name for name, (_, f) in _HYPERPARAMETERS.items()}
         problems = [problem for owner in (KernelParams, TrainerParams)
                     for problem in field_problems(owner, self._values(owner), label=spark_names.__getitem__)]
+        if self.getOrDefault("coldStartStrategy") not in _COLD_START_STRATEGIES:
+            problems.append(f"coldStartStrategy: {self.getOrDefault('coldStartStrategy')!r} is not one of "
+                            f"{list(_COLD_START_STRATEGIES)}")
         if problems:
             raise ConfigError(f"{type(self).__name__}: " + "; ".join(problems))
 
@@ -137,13 +161,22 @@ class _RankingFMParams(Params):
 for _name, (_owner, _field) in _HYPERPARAMETERS.items():
     setattr(_RankingFMParams, _name, Param(Params._dummy(), _name, _field.metadata["doc"],
                                            _CONVERTERS[_value_type(_owner, _field)]))
+#: Params a fitted model may change, as ALSModel's setters allow (the rest describe the fit).
+_MODEL_PARAMS = ("userCol", "itemCol", "predictionCol", "coldStartStrategy")
 _DEFAULTS: dict[str, Any] = {"userCol": "user_id", "itemCol": "item_id", "weightCol": "",
+                             "predictionCol": "prediction", "coldStartStrategy": "nan",
                              **{name: _to_param(owner, f, f.default) for name, (owner, f) in _HYPERPARAMETERS.items()}}
-for _name in _DEFAULTS:  # ALS's getters: getRank()
-    setattr(_RankingFMParams, f"get{_name[0].upper()}{_name[1:]}", lambda self, _n=_name: self.getOrDefault(_n))
 
 
-class RankingFM(Estimator, _RankingFMParams):
+def _accessor(prefix: str, name: str) -> str:
+    return f"{prefix}{name[0].upper()}{name[1:]}"
+
+
+for _name in _DEFAULTS:  # ALS's getters: getMaxIter(), getUserCol()
+    setattr(_RankingFMParams, _accessor("get", _name), lambda self, _n=_name: self.getOrDefault(_n))
+
+
+class RankingFM(Estimator, _RankingFMParams, DefaultParamsWritable, DefaultParamsReadable["RankingFM"]):
     """WARP/BPR with LightFM semantics, trained across a Spark cluster (see the module docstring).
 
     Takes the column Params and every hyperparameter of
@@ -156,6 +189,18 @@ class RankingFM(Estimator, _RankingFMParams):
     --------
     >>> model = RankingFM(loss="warp", noComponents=32, maxIter=10).fit(likes)  # doctest: +SKIP
     >>> model.recommendForAllUsers(10).show()  # doctest: +SKIP
+
+    Notes
+    -----
+    With ``warp``, ``warp-kos`` and ``bpr``, rows of weight <= 0 are
+    non-interactions: their ids join the model, but they are not trained on
+    and may be drawn as negatives (``logistic`` reads them as 0 labels). So
+    one DataFrame can carry the positives and the zeros that
+    :class:`~recspark.evaluation.evaluator.RankingMetricEvaluator` ranks them
+    against in TrainValidationSplit/CrossValidator.
+
+    The estimator only holds Params, so Spark ML's default writer saves it
+    (``RankingFM.load(path)``; a Pipeline or CrossValidator saves it too).
     """
 
     @keyword_only
@@ -187,6 +232,7 @@ class RankingFM(Estimator, _RankingFMParams):
 
 
     def _fit(self, dataset: DataFrame) -> RankingFMModel:
+        self._validate()  # again: copy(extra), as TrainValidationSplit's grid does, bypasses setParams
         user_col, item_col, weight_col = (self.getOrDefault(p) for p in ("userCol", "itemCol", "weightCol"))
         missing = [c for c in (user_col, item_col, weight_col) if c and c not in dataset.columns]
         if missing:
@@ -197,7 +243,14 @@ class RankingFM(Estimator, _RankingFMParams):
                             F.col(item_col).cast("string").alias(ITEM_ID), weight.alias(WEIGHT))
         user_map = build_id_map(df, USER_ID, USER_IDX).cache()
         item_map = build_id_map(df, ITEM_ID, ITEM_IDX).cache()
-        return self.fit_indexed(apply_id_maps(df, user_map, item_map), user_map, item_map)
+        train = apply_id_maps(df, user_map, item_map)
+        if self.getOrDefault("loss") != "logistic":
+            # WARP/BPR learn nothing from weight <= 0 rows, and as known positives they would never be
+            # sampled as negatives: they are non-interactions (e.g. the zeros a ranking evaluator needs).
+            train = train.where(F.col(WEIGHT) > 0)
+        model = self.fit_indexed(train, user_map, item_map)
+        model.id_types = tuple(dataset.schema[c].dataType.simpleString() for c in (user_col, item_col))
+        return model
 
     def fit_indexed(self, train: DataFrame, user_map: DataFrame, item_map: DataFrame, *,
                     n_users: int | None = None, n_items: int | None = None,
@@ -235,17 +288,30 @@ class RankingFM(Estimator, _RankingFMParams):
         return model._set(numShards=state.n_shards)
 
 
-# ALS's setters (setRank(10)), checked like setParams; and the keywords in help(RankingFM).
+# ALS's setters (setMaxIter(10)), checked like setParams; and the keywords in help(RankingFM).
 for _name in _DEFAULTS:
-    setattr(RankingFM, f"set{_name[0].upper()}{_name[1:]}",
-            lambda self, value, _n=_name: self.setParams(**{_n: value}))
+    setattr(RankingFM, _accessor("set", _name), lambda self, value, _n=_name: self.setParams(**{_n: value}))
 RankingFM.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value) for name, value in _DEFAULTS.items()])
 
 
-class RankingFMModel(Model, _RankingFMParams):
-    """A fitted :class:`RankingFM`: factors, recommendations and pair scores with the original ids."""
+class RankingFMModel(Model, _RankingFMParams, MLWritable, MLReadable["RankingFMModel"]):
+    """A fitted :class:`RankingFM`: factors, recommendations and pair scores with the original ids.
+
+    Its outputs follow ``pyspark.ml.recommendation.ALSModel``: ``userFactors``
+    and ``itemFactors`` (``id``, ``features``, plus the item ``bias`` ALS has
+    not), ``recommendFor{AllUsers,UserSubset,AllItems,ItemSubset}`` with
+    ``recommendations: array<struct<item, rating>>`` (``rating`` is the
+    model's score ``user · item + item bias``, named as ALS names it, not a
+    predicted rating), ``transform`` adding ``predictionCol``, and ``rank``.
+    Ids come back in the type the fit was given (an ``int`` column gives int
+    ids), which ALS needs them in.
+
+    It is ``MLWritable``/``MLReadable``: ``model.write().overwrite().save(path)``,
+    ``RankingFMModel.load(path)`` (the active session), and so inside a saved
+    ``PipelineModel`` or ``mlflow.spark.log_model``.
+    """
 
     def __init__(self, state: WarpState, user_map: DataFrame, item_map: DataFrame,
                  item_feature_names: list[str] | None = None, user_feature_names: list[str] | None = None) -> None:
@@ -257,6 +323,8 @@ class RankingFMModel(Model, _RankingFMParams):
         self.item_feature_names = list(item_feature_names or [])
         # User side feature names, in the order of state.user_shared's rows.
         self.user_feature_names = list(user_feature_names or [])
+        # Spark types of the user and item id columns the fit was given; outputs cast the ids back.
+        self.id_types: tuple[str, str] = ("string", "string")
 
     @property
     def n_item_identity(self) -> int:
@@ -267,6 +335,11 @@ class RankingFMModel(Model, _RankingFMParams):
         """Side feature names and their embeddings ``[n_features, k]`` (e.g. tag vectors)."""
         start = self.n_item_identity
         return self.item_feature_names, self.state.item_side.embeddings[start:]
+
+    @property
+    def rank(self) -> int:
+        """Length of the user and item vectors (ALSModel's ``rank``; ``noComponents`` here)."""
+        return self.state.item_side.no_components
 
     @property
     def _spark(self) -> SparkSession:
@@ -283,19 +356,23 @@ class RankingFMModel(Model, _RankingFMParams):
         reps, biases = self.state.item_representations()
         pdf = pd.DataFrame({ITEM_IDX: np.arange(len(reps), dtype=np.int32), FEATURES: list(reps),
                             "bias": biases.astype(np.float32)})
-        return self._spark.createDataFrame(pdf, f"{ITEM_IDX} int, {FEATURES} array<float>, bias float")
+        return frame_from_pandas(self._spark, pdf, f"{ITEM_IDX} int, {FEATURES} array<float>, bias float")
 
     @property
     def userFactors(self) -> DataFrame:
         """``id`` (original user id), ``features`` array<float>, ``bias`` float."""
         return self.user_factors_indexed().join(self.user_map, USER_IDX).select(
-            F.col(USER_ID).alias("id"), FEATURES, "bias")
+            self._id("user").alias("id"), FEATURES, "bias")
 
     @property
     def itemFactors(self) -> DataFrame:
         """``id`` (original item id), ``features`` array<float>, ``bias`` float."""
         return self.item_factors_indexed().join(self.item_map, ITEM_IDX).select(
-            F.col(ITEM_ID).alias("id"), FEATURES, "bias")
+            self._id("item").alias("id"), FEATURES, "bias")
+
+    def _id(self, side: str) -> Column:
+        """The original ``side`` ("user"/"item") id of a row joined with the id map, in the fit's type."""
+        return F.col(USER_ID if side == "user" else ITEM_ID).cast(self.id_types[side == "item"])
 
     def scorer(self) -> FactorScorer:
         """The model as a :class:`FactorScorer` (``user · item + item bias``) for evaluation and top-k."""
@@ -304,7 +381,7 @@ class RankingFMModel(Model, _RankingFMParams):
     # -- recommendations and scores
 
     def recommendForAllUsers(self, numItems: int) -> DataFrame:
-        """Top ``numItems`` per user: ``userCol``, ``recommendations`` array<struct<itemCol, score>>.
+        """Top ``numItems`` per user: ``userCol``, ``recommendations`` array<struct<itemCol, rating>>.
 
         Like ALS, items the user interacted with are not excluded (the model
         does not keep the training data); use
@@ -317,68 +394,87 @@ class RankingFMModel(Model, _RankingFMParams):
         users = dataset.select(F.col(self.getOrDefault("userCol")).cast("string").alias(USER_ID)).distinct()
         return self._recommend(users.join(self.user_map, USER_ID).select(USER_IDX), numItems)
 
+    def recommendForAllItems(self, numUsers: int) -> DataFrame:
+        """Top ``numUsers`` per item: ``itemCol``, ``recommendations`` array<struct<userCol, rating>>."""
+        return self._nest(recommend_users(self.scorer(), k=numUsers), by="item")
+
+    def recommendForItemSubset(self, dataset: DataFrame, numUsers: int) -> DataFrame:
+        """Top ``numUsers`` for the items in ``dataset[itemCol]`` (unknown items are skipped)."""
+        items = dataset.select(F.col(self.getOrDefault("itemCol")).cast("string").alias(ITEM_ID)).distinct()
+        idx = items.join(self.item_map, ITEM_ID).select(ITEM_IDX).toPandas()[ITEM_IDX].to_numpy()
+        return self._nest(recommend_users(self.scorer(), k=numUsers, items=idx), by="item")
+
     def _recommend(self, users: DataFrame, k: int) -> DataFrame:
-        user_col, item_col = self.getOrDefault("userCol"), self.getOrDefault("itemCol")
         empty = self._spark.createDataFrame([], f"{USER_IDX} int, {ITEM_IDX} int")
-        recs = recommend(self.scorer(), empty, k=k, users=users, exclude_train=False)
-        recs = recs.join(self.user_map, USER_IDX).join(F.broadcast(self.item_map), ITEM_IDX)
-        ranked = F.array_sort(F.collect_list(F.struct("rank", F.col(ITEM_ID).alias(item_col), SCORE)))
-        return recs.groupBy(F.col(USER_ID).alias(user_col)).agg(
-            F.transform(ranked, lambda s: F.struct(s[item_col].alias(item_col), s[SCORE].alias(SCORE)))
+        return self._nest(recommend(self.scorer(), empty, k=k, users=users, exclude_train=False), by="user")
+
+    def _nest(self, recs: DataFrame, by: str) -> DataFrame:
+        """Top-k rows (``user_idx``, ``item_idx``, ``rank``, ``score``) as one row per ``by`` side, ALS's shape."""
+        other = "item" if by == "user" else "user"
+        key_col, other_col = (self.getOrDefault(f"{side}Col") for side in (by, other))
+        recs = recs.join(F.broadcast(self.item_map), ITEM_IDX).join(self.user_map, USER_IDX)
+        ranked = F.array_sort(F.collect_list(F.struct(RANK, self._id(other).alias(other_col),
+                                                      F.col(SCORE).alias("rating"))))
+        return recs.groupBy(self._id(by).alias(key_col)).agg(
+            F.transform(ranked, lambda s: F.struct(s[other_col].alias(other_col), s["rating"].alias("rating")))
             .alias("recommendations"))
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        """Add ``prediction`` = user · item + item bias for each (userCol, itemCol) row; null for unknown ids."""
-        user_col, item_col = self.getOrDefault("userCol"), self.getOrDefault("itemCol")
-        users = self.userFactors.select(F.col("id").alias("_uid"), F.col(FEATURES).alias("_uf"))
-        items = self.itemFactors.select(F.col("id").alias("_iid"), F.col(FEATURES).alias("_if"),
-                                        F.col("bias").alias("_ib"))
+        """Add ``predictionCol`` = user · item + item bias per (userCol, itemCol) row; unknown ids per coldStartStrategy."""
+        user_col, item_col, prediction = (self.getOrDefault(p) for p in ("userCol", "itemCol", "predictionCol"))
+        users = self.user_factors_indexed().join(self.user_map, USER_IDX).select(
+            F.col(USER_ID).alias("_uid"), F.col(FEATURES).alias("_uf"))
+        items = self.item_factors_indexed().join(self.item_map, ITEM_IDX).select(
+            F.col(ITEM_ID).alias("_iid"), F.col(FEATURES).alias("_if"), F.col("bias").alias("_ib"))
         joined = (dataset
                   .join(users, F.col(user_col).cast("string") == F.col("_uid"), "left")
                   .join(F.broadcast(items), F.col(item_col).cast("string") == F.col("_iid"), "left"))
+        if self.getOrDefault("coldStartStrategy") == "drop":
+            joined = joined.where(F.col("_uf").isNotNull() & F.col("_if").isNotNull())
         dot = F.aggregate(F.zip_with("_uf", "_if", lambda a, b: a * b), F.lit(0.0).cast("float"),
                           lambda acc, x: acc + x)
-        return joined.withColumn("prediction", dot + F.col("_ib")).drop("_uid", "_uf", "_iid", "_if", "_ib")
+        score = F.coalesce(dot + F.col("_ib"), F.lit(float("nan")).cast("float"))
+        return joined.withColumn(prediction, score).drop("_uid", "_uf", "_iid", "_if", "_ib")
 
     # -- persistence
 
-    def save(self, path: str) -> None:
-        """Write the model under ``path``: metadata JSON, item side, users and id maps as Parquet.
+    def write(self) -> MLWriter:
+        """Spark ML's writer: ``write().overwrite().save(path)``; ``save(path)`` refuses an existing path."""
+        return _RankingFMModelWriter(self)
 
-        Everything goes through Spark or Hadoop's FileSystem API, so ``path``
+    @classmethod
+    def read(cls) -> MLReader[RankingFMModel]:
+        """Spark ML's reader: ``read().session(spark).load(path)``; ``load(path)`` uses the active session."""
+        return _RankingFMModelReader()
+
+    def _save_to(self, spark: SparkSession, root: str) -> None:
+        """Write the model's arrays and id maps as Parquet under ``root``, then the metadata (last: complete).
+
+        Everything goes through Spark or Hadoop's FileSystem API, so ``root``
         may be any URI Spark writes (local, ``hdfs://``, ``s3a://``).
         """
-        spark, root = self._spark, path.rstrip("/")
         features = sp.coo_matrix(self.state.item_features)
-        meta = {"recspark_version": recspark.__version__, "n_users": self.state.n_users,
-                "n_items": self.state.n_items, "epochs_done": self.state.epochs_done,
-                "history": self.state.history, "item_features_shape": list(features.shape),
-                "params": {p.name: self.getOrDefault(p) for p in self.params if self.hasDefault(p) or self.isSet(p)}}
         _write_side(spark, self.state.item_side, f"{root}/item_side")
         entries = pd.DataFrame({"row": features.row.astype(np.int32), "col": features.col.astype(np.int32),
                                 "value": features.data.astype(np.float32)})
-        spark.createDataFrame(entries, "row int, col int, value float").write.mode("overwrite") \
-            .parquet(f"{root}/item_features")
-        vocab = pd.DataFrame({"feature_idx": np.arange(len(self.item_feature_names), dtype=np.int32)
-                              + self.n_item_identity, "feature": self.item_feature_names})
-        spark.createDataFrame(vocab, "feature_idx int, feature string").write.mode("overwrite") \
-            .parquet(f"{root}/item_feature_vocab")
-        self.state.user_state_frame(spark).write.mode("overwrite").parquet(f"{root}/user_state")
+        frame_from_pandas(spark, entries, "row int, col int, value float").write.parquet(f"{root}/item_features")
+        _write_vocab(spark, self.item_feature_names, self.n_item_identity, f"{root}/item_feature_vocab")
+        self.state.user_state_frame(spark).write.parquet(f"{root}/user_state")
         if self.state.user_shared is not None:
             _write_side(spark, self.state.user_shared, f"{root}/user_shared")
-        spark.createDataFrame(pd.DataFrame({"feature_idx": np.arange(len(self.user_feature_names), dtype=np.int32),
-                                            "feature": self.user_feature_names}),
-                              "feature_idx int, feature string").write.mode("overwrite") \
-            .parquet(f"{root}/user_feature_vocab")
-        save_id_map(self.user_map, f"{root}/id_maps/users", overwrite=True)
-        save_id_map(self.item_map, f"{root}/id_maps/items", overwrite=True)
-        fs.write_text(spark, f"{root}/metadata.json", json.dumps(meta, indent=2))  # last: marks it complete
+        _write_vocab(spark, self.user_feature_names, 0, f"{root}/user_feature_vocab")
+        save_id_map(self.user_map, f"{root}/id_maps/users")
+        save_id_map(self.item_map, f"{root}/id_maps/items")
+        extra = {"recspark_version": recspark.__version__, "n_users": self.state.n_users,
+                 "n_items": self.state.n_items, "epochs_done": self.state.epochs_done,
+                 "history": self.state.history, "item_features_shape": list(features.shape),
+                 "id_types": list(self.id_types)}
+        DefaultParamsWriter.saveMetadata(self, root, spark, extraMetadata={_METADATA_KEY: extra})
 
     @classmethod
-    def load(cls, spark: SparkSession, path: str) -> RankingFMModel:
-        """Read a model written by :meth:`save`; it can score, recommend and warm-start a new fit."""
-        root = path.rstrip("/")
-        meta = json.loads(fs.read_text(spark, f"{root}/metadata.json"))
+    def _load_from(cls, spark: SparkSession, root: str) -> RankingFMModel:
+        """Read a model written by :meth:`write` (or by ``save`` before it was Spark ML's; see ``_read_metadata``)."""
+        meta, params, defaults = _read_metadata(spark, root)
         entries = spark.read.parquet(f"{root}/item_features").toPandas()
         features = sp.csr_matrix((entries["value"].to_numpy(np.float32), (entries["row"], entries["col"])),
                                  shape=tuple(meta["item_features_shape"]))
@@ -391,8 +487,64 @@ class RankingFMModel(Model, _RankingFMParams):
                           user_shared=_read_side(spark, f"{root}/user_shared") if user_vocab else None)
         model = cls(state, load_id_map(spark, f"{root}/id_maps/users"),
                     load_id_map(spark, f"{root}/id_maps/items"), vocab["feature"].tolist(), user_vocab)
-        model._set(**{name: value for name, value in meta["params"].items() if name not in _RETIRED_PARAMS})
+        if "uid" in meta:
+            model._resetUid(meta["uid"])
+        model.id_types = tuple(meta.get("id_types", model.id_types))
+        model._setDefault(**{name: value for name, value in defaults.items() if name not in _RETIRED_PARAMS})
+        model._set(**{name: value for name, value in params.items() if name not in _RETIRED_PARAMS})
         return model
+
+
+# Setters ALSModel has (setUserCol, setPredictionCol, setColdStartStrategy...), checked as the estimator's.
+def _model_setter(name: str) -> Callable[[RankingFMModel, Any], RankingFMModel]:
+    def setter(self: RankingFMModel, value: Any) -> RankingFMModel:
+        self._set(**{name: value})
+        self._validate()
+        return self
+    return setter
+
+
+for _name in _MODEL_PARAMS:
+    setattr(RankingFMModel, _accessor("set", _name), _model_setter(_name))
+
+#: Key of recspark's own fields (sizes, history, id types) in Spark ML's ``metadata/`` JSON.
+_METADATA_KEY = "recspark"
+
+
+class _RankingFMModelWriter(MLWriter):
+    """Spark ML's layout: ``metadata/`` (DefaultParams JSON) beside the model's Parquet folders."""
+
+    def __init__(self, instance: RankingFMModel) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        root = path.rstrip("/")
+        if fs.exists(self.sparkSession, root):  # overwrite() has removed it by now
+            raise DataValidationError(f"RankingFMModel: {root} already exists; use model.write().overwrite()"
+                                      ".save(path) to replace it, or a new path")
+        self.instance._save_to(self.sparkSession, root)
+
+
+class _RankingFMModelReader(MLReader[RankingFMModel]):
+    def load(self, path: str) -> RankingFMModel:
+        return RankingFMModel._load_from(self.sparkSession, path.rstrip("/"))
+
+
+def _read_metadata(spark: SparkSession, root: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(recspark's fields with ``uid``, set params, default params) of a saved model.
+
+    Models saved before RankingFMModel was Spark ML writable keep all of it
+    in ``metadata.json`` (params with their defaults resolved); they still load.
+    """
+    if fs.exists(spark, f"{root}/metadata"):
+        meta = DefaultParamsReader.loadMetadata(root, spark)
+        return {**meta[_METADATA_KEY], "uid": meta["uid"]}, meta["paramMap"], meta["defaultParamMap"]
+    if fs.exists(spark, f"{root}/metadata.json"):
+        meta = json.loads(fs.read_text(spark, f"{root}/metadata.json"))
+        return meta, meta["params"], {}
+    raise DataValidationError(f"RankingFMModel: no model at {root} (no metadata/, which a save writes last: "
+                              "the path is wrong or the save did not finish)")
 
 
 def _write_side(spark: SparkSession, side: SideParams, path: str) -> None:
@@ -402,7 +554,7 @@ def _write_side(spark: SparkSession, side: SideParams, path: str) -> None:
                           **{name: list(a) if a.ndim == 2 else a for name, a in arrays.items()}})
     schema = ", ".join(["feature_idx int"] + [f"{n} array<float>" if a.ndim == 2 else f"{n} float"
                                               for n, a in arrays.items()])
-    spark.createDataFrame(frame, schema).write.mode("overwrite").parquet(path)
+    frame_from_pandas(spark, frame, schema).write.parquet(path)
 
 
 def _read_side(spark: SparkSession, path: str) -> SideParams:
@@ -410,6 +562,12 @@ def _read_side(spark: SparkSession, path: str) -> SideParams:
     return SideParams.from_dict({name: (np.stack(side[name].to_numpy()) if side[name].dtype == object
                                         else side[name].to_numpy()).astype(np.float32)
                                  for name in side.columns if name != "feature_idx"})
+
+
+def _write_vocab(spark: SparkSession, names: list[str], first_idx: int, path: str) -> None:
+    """Feature names with their feature index (``first_idx`` onwards) as Parquet."""
+    vocab = pd.DataFrame({"feature_idx": np.arange(len(names), dtype=np.int32) + first_idx, "feature": names})
+    frame_from_pandas(spark, vocab, "feature_idx int, feature string").write.parquet(path)
 
 
 def _read_vocab(spark: SparkSession, path: str) -> list[str]:

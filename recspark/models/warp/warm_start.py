@@ -37,7 +37,7 @@ def warm_start_model(spark: SparkSession, champion_path: str, user_map: DataFram
     why, when the champion cannot seed a model of ``no_components`` trained
     with ``optimiser``: the candidate then trains from scratch.
     """
-    champion = RankingFMModel.load(spark, champion_path)
+    champion = RankingFMModel.read().session(spark).load(champion_path)
     old_side = champion.state.item_side
     if (old_side.no_components, old_side.optimiser) != (no_components, optimiser):
         log.warning("warm start skipped: the champion has %d components/%s, the config %d/%s",
