@@ -13,7 +13,6 @@ One scenario shared by the tests below (module fixture), in order:
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import mlflow
@@ -125,8 +124,7 @@ def test_first_night_is_promoted_and_the_next_warm_starts_from_it(scenario, spar
     assert day2.promoted and day2.warm_started and day2.champion_version == day1.model_version
     assert day2.champion is not None and set(day2.champion) == set(day2.candidate)
     assert mlflow.get_run(day2.run_id).data.params["nightly.warm_start_used"] == "True"
-    meta = json.loads(Path(day2.run_dir, "model", "warp", "metadata.json").read_text())
-    assert meta["epochs_done"] == 6  # 3 epochs on day 1, 3 more on day 2
+    assert RankingFMModel.load(f"{day2.run_dir}/model/warp").state.epochs_done == 6  # 3 on day 1, 3 more on day 2
     assert after["day1"] == (day1.run_dir, day1.model_version)
     assert after["day2"] == (day2.run_dir, day2.model_version)
 
