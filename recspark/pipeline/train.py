@@ -30,6 +30,7 @@ from recspark.tracking.mlflow_log import (
     log_metrics,
     log_model_comparison,
     log_params,
+    log_spark_model,
     mlflow_run,
     plot_learning_curves,
     resolve_tracking_uri,
@@ -136,6 +137,7 @@ def run_als(ctx: _Context) -> None:
         with ctx.timer.stage("als_save"):
             ctx.save_factors("als", fit.user_factors, fit.item_factors)
             fit.save(f"{ctx.summary.out_dir}/models/als/spark_model")
+            log_spark_model(fit.model, "als")
 
 
 #: ``warp.train_metrics`` scores this share of the training users (hash-sampled), as LightFM users
@@ -207,6 +209,7 @@ def run_warp(ctx: _Context) -> None:
         with ctx.timer.stage(f"{name}_save"):
             ctx.save_factors(name, fit.user_factors, fit.item_factors)
             fit.save(f"{ctx.summary.out_dir}/models/{name}/model")
+            log_spark_model(fit.model, name)
 
 
 def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:

@@ -196,6 +196,17 @@ def log_input_snapshot(spark: SparkSession, path: str, rows: int, context: str =
     mlflow.log_input(dataset, context=context, tags={"rows": str(rows), "files": str(len(files))})
 
 
+def log_spark_model(model: Any, name: str) -> str:
+    """Log a fitted Spark ML model (ALS, RankingFM) to the active run; returns its ``runs:/<id>/<name>`` URI.
+
+    The spark flavor: ``mlflow.spark.load_model(uri)`` gives it back as a
+    ``PipelineModel`` in any SparkSession, and the run page lists it.
+    """
+    import mlflow.spark
+
+    return mlflow.spark.log_model(model, name).model_uri
+
+
 def plot_learning_curves(test: Mapping[str, list[tuple[int, float]]], metric: str, xlabel: str,
                          train: Mapping[str, list[tuple[int, float]]] | None = None) -> None:
     """Every model's learning curve in one PNG artifact (``plots/learning_curve_<metric>.png``).
