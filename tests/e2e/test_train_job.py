@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import mlflow.spark
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -157,6 +158,10 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     assert len(snapshot.dataset.digest) == 16
     assert {t.key: t.value for t in snapshot.tags}["rows"] == str(int(metrics["rows_read"]))
     assert run.data.tags["recspark.outcome"] == "succeeded"
+    # Each trained model is on the run, loadable with MLflow's spark flavor (RankingFM as ALS).
+    for model in ("als", "warp"):
+        loaded = mlflow.spark.load_model(f"runs:/{summary.run_id}/{model}")
+        assert loaded.stages[0].recommendForAllUsers(3).limit(5).count() == 5, model
     # The rejects are named where they are after publishing, not in the staging folder that is gone.
     rejects = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/data/rejects_summary.json")
     assert rejects["rejects_path"] == f"{conf.output.dir}/rejects" == summary.outputs["rejects"]
