@@ -23,10 +23,6 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from recspark.config import TrainConfig, load_config
-from recspark.pipeline.train import run_training
-from test_train_job import small_demo_overrides  # tests/e2e is on sys.path (no __init__.py)
-
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 CELL_TIMEOUT_S = 600  # per cell; the walk-through's training cell is the longest (minutes on a busy 2-core machine)
@@ -75,17 +71,8 @@ def test_a_failing_cell_fails_the_run(kernel_specs):
         execute(nb, kernel_specs, {"X": 1}, {})
 
 
-@pytest.fixture(scope="module")
-def small_run(spark, tmp_path_factory):
-    """A small demo run (generated data, ALS + WARP with tags): its config and summary."""
-    tmp = tmp_path_factory.mktemp("run")
-    overrides = small_demo_overrides(tmp) + ["data.generate.n_interactions=30000"]
-    conf = load_config(REPO / "conf" / "demo.yaml", TrainConfig, overrides)
-    return conf, run_training(spark, conf)
-
-
-def test_explore_run_reads_the_runs_outputs_and_mlflow_run(small_run, kernel_specs):
-    conf, summary = small_run
+def test_explore_run_reads_the_runs_outputs_and_mlflow_run(demo_run, kernel_specs):
+    conf, summary = demo_run  # the training job's tests' run (tests/e2e/conftest.py)
     got = execute("explore_run.ipynb", kernel_specs,
                   {"OUT": conf.output.dir, "TRACKING_URI": summary.tracking_uri},
                   {"run_id": "run_id", "by_model": "by_model.to_dict(orient='index')",

@@ -51,17 +51,6 @@ def add_signup_user(spark, conf: TrainConfig, tmp: Path) -> None:
     interests.unionByName(signup).write.parquet(f"{tmp}/data/user_interests_plus")
 
 
-@pytest.fixture(scope="module")
-def demo_run(spark, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("demo")
-    overrides = small_demo_overrides(tmp)
-    add_signup_user(spark, load_config(REPO / "conf" / "demo.yaml", TrainConfig, overrides), tmp)
-    overrides.append(f"features.users.sources=[{{path: {tmp}/data/user_interests_plus, group: interest}}]")
-    conf = load_config(REPO / "conf" / "demo.yaml", TrainConfig, overrides)
-    summary = run_training(spark, conf)
-    return conf, summary
-
-
 def test_als_beats_popularity_by_a_wide_margin(demo_run):
     _, summary = demo_run
     als, pop, rnd = (summary.metrics[m] for m in ("als", "popularity", "random"))
