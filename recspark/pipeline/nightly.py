@@ -94,8 +94,8 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
     name, primary = conf.promotion.registered_model, conf.promotion.primary_metric
     timer = StageTimer()
     claim_root(spark, root, "root", protected_paths(conf), job="nightly")
-    name = run_name("nightly", conf.model, data_path=conf.data.path.replace("/{date}", ""), date=date)
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name, timer=timer) as run:
+    title = run_name("nightly", conf.model, data_path=conf.data.path.replace("/{date}", ""), date=date)
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=title, timer=timer) as run:
         client = MlflowClient()
         base = registry.champion(client, name)
         base_dir = base.tags.get(registry.RUN_DIR_TAG) if base else None

@@ -192,8 +192,8 @@ def run_products(spark: SparkSession, conf: ProductsConfig) -> ProductsSummary:
     staged = StagedOutput(spark, f"{root}/products/{model}", setting="output" if conf.output else "source.run_dir",
                           protected=protected_paths(conf), job="products")
     staged.recover()
-    name = run_name("products", model, data_path=conf.source.run_dir)
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name, timer=timer) as run:
+    title = run_name("products", model, data_path=conf.source.run_dir)
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=title, timer=timer) as run:
         log_config(conf)
         summary = ProductsSummary(run.info.run_id, resolve_tracking_uri(conf.mlflow), staged.staging)
         with timer.stage("load_model"):

@@ -156,8 +156,8 @@ def run_search(spark: SparkSession, conf: TuneConfig) -> SearchResult:
     staged = StagedOutput(spark, conf.output.dir, protected=protected_paths(conf), job="tune")
     staged.recover()
     ensure_input(spark, conf.data)
-    name = run_name("tune", search.model, search.strategy, data_path=conf.data.path)
-    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=name, timer=timer) as run:
+    title = run_name("tune", search.model, search.strategy, data_path=conf.data.path)
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name=title, timer=timer) as run:
         log_config(conf)
         prepared = prepare_matrix(spark, conf.data, conf.split, staged.staging, timer, published_dir=staged.final,
                                   features=conf.features)
