@@ -45,9 +45,21 @@ def data_dir() -> Path:
 
 @pytest.fixture
 def job_descriptions(spark):
-    """``() -> Counter`` of the application's job descriptions, as the Spark UI and history server list them."""
+    """``() -> Counter`` of the descriptions of the jobs started since the test began (Spark UI, history server).
+
+    By job id, not by subtracting counts: the status store keeps only the last
+    ``spark.ui.retainedJobs`` (1000) jobs, so older ones drop out during a long session.
+    """
+    def jobs() -> dict[int, str | None]:
+        listed = spark.sparkContext._jsc.sc().statusStore().jobsList(None)
+        found = {}
+        for i in range(listed.size()):
+            job = listed.apply(i)
+            found[job.jobId()] = job.description().get() if job.description().isDefined() else None
+        return found
+
+    first = max(jobs(), default=-1)
+
     def descriptions() -> collections.Counter:
-        jobs = spark.sparkContext._jsc.sc().statusStore().jobsList(None)
-        options = [jobs.apply(i).description() for i in range(jobs.size())]
-        return collections.Counter(o.get() for o in options if o.isDefined())
+        return collections.Counter(d for job, d in jobs().items() if job > first and d)
     return descriptions
