@@ -136,7 +136,7 @@ def test_random_and_tpe_run_trials_concurrently(grid_search, spark, tmp, strateg
         tmp, f"tune.strategy={strategy}", f"tune.model={model}", "tune.n_trials=2", "tune.concurrency=2",
         "tune.tpe_startup_trials=1", "tune.pruning.every=2", f"tune.space={space}"))
     matrix = read_matrix(spark, f"{tmp}/out/matrix")
-    with mlflow_run(conf.mlflow, spark_version=spark.version) as run:
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name="test") as run:
         result = search_matrix(spark, conf, matrix, f"{tmp}/out/id_maps", str(tmp / f"scratch-{strategy}"),
                                run.info, StageTimer())
     assert [t.state for t in result.trials] == ["COMPLETE"] * 2
@@ -154,7 +154,7 @@ def test_time_budget_stops_a_running_trial_after_its_current_epoch(grid_search, 
         "warp.epochs=50", "tune.pruning.enabled=false",
         "tune.space=[{name: warp.learning_rate, type: loguniform, low: 0.05, high: 0.1}]"))
     matrix = read_matrix(spark, f"{tmp}/out/matrix")
-    with mlflow_run(conf.mlflow, spark_version=spark.version) as run:
+    with mlflow_run(conf.mlflow, spark_version=spark.version, run_name="test") as run:
         parent = run.info.run_id
         with pytest.raises(ModelFitError, match="no trial of 1 completed"):
             search_matrix(spark, conf, matrix, f"{tmp}/out/id_maps", str(tmp / "scratch-timeout"), run.info,
@@ -189,6 +189,6 @@ def test_sigterm_cancels_the_running_trials_instead_of_waiting_for_them(spark, t
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=terminate_once_running, daemon=True).start()
-    with pytest.raises(JobTerminated), mlflow_run(conf.mlflow, spark_version=spark.version):
+    with pytest.raises(JobTerminated), mlflow_run(conf.mlflow, spark_version=spark.version, run_name="test"):
         run_trials(spark, make_plan(conf.tune), SlowTrial(), conf.tune)
     assert outcome == ["cancelled"]
