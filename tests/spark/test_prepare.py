@@ -22,8 +22,9 @@ def test_min_weight_turns_ratings_into_likes_and_counts_what_it_drops(spark, tmp
                       min_item_interactions=1)
     outer = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")  # prepare_matrix logs into the job's run
-    try:
-        with mlflow.start_run() as run:
+    try:  # an explicit experiment: an earlier test's active experiment id does not exist in this store
+        experiment = mlflow.create_experiment("prepare", artifact_location=str(tmp_path / "mlruns"))
+        with mlflow.start_run(experiment_id=experiment) as run:
             prepared = prepare_matrix(spark, data, SplitConfig(test_user_fraction=0.5, holdout_k=1),
                                       str(tmp_path / "out"), StageTimer())
         logged = mlflow.get_run(run.info.run_id).data.metrics
