@@ -36,6 +36,7 @@ from recspark.errors import DataValidationError
 
 __all__ = [
     "auc",
+    "chance_metrics",
     "item_ranks",
     "map_at_k",
     "ndcg_at_k",
@@ -337,6 +338,67 @@ def ranking_metrics(
         out[f"map_at_{k}"] = map_at_k(ranks, indptr, k)
     out["mrr"] = reciprocal_rank(ranks, indptr)
     out["auc"] = auc(ranks, indptr, n_eligible)
+    return out
+
+
+def _harmonic(m: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """``H_m = 1 + 1/2 + ... + 1/m`` (``H_0 = 0``), exact to float64 rounding at any ``m``."""
+    m = np.asarray(m, dtype=np.int64)
+    out = np.zeros(m.shape, dtype=np.float64)
+    small = m <= 64  # summed directly; above, the asymptotic series is below float64 rounding
+    table = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, 65, dtype=np.float64))])
+    out[small] = table[m[small]]
+    big = m[~small].astype(np.float64)
+    out[~small] = np.log(big) + np.euler_gamma + 1 / (2 * big) - 1 / (12 * big**2) + 1 / (120 * big**4)
+    return out
+
+
+def chance_metrics(
+    n_eligible: npt.ArrayLike, n_test: npt.ArrayLike, ks: Sequence[int] = (5, 10)
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Each user's *expected* :func:`ranking_metrics` under a uniformly random ranking of their eligible items.
+
+    The random baseline's exact value, without scoring a single item: with
+    ``n`` eligible items of which ``t`` are held out, every held-out item is
+    at any rank with probability ``1/n`` and two are at ranks ``r != s`` with
+    probability ``1/(n(n-1))``. With ``m = min(k, n)``:
+
+    * precision@k ``= m t / (n k)``, recall@k ``= m / n``;
+    * NDCG@k ``= (t/n) sum_{r<m} 1/log2(r+2)``, over the ideal DCG;
+    * AP@k ``= [(t/n) H_m + t(t-1)/(n(n-1)) (m - H_m)] / min(t, k)`` (``H`` harmonic numbers);
+    * reciprocal rank ``= t (H_n - H_{t-1}) / (n - t + 1)`` (the first held-out item's rank
+      is the minimum of ``t`` distinct uniform ranks);
+    * AUC ``= 1/2`` (1 when every eligible item is held out, as :func:`auc`).
+
+    Parameters
+    ----------
+    n_eligible, n_test : ndarray of int, shape [n_users]
+        Items each user is ranked over, and how many of them are held out (``1 <= n_test <= n_eligible``).
+
+    Examples
+    --------
+    >>> m = chance_metrics([4], [1], ks=(2,))
+    >>> m["precision_at_2"].tolist(), m["mrr"].tolist()  # mrr: (1 + 1/2 + 1/3 + 1/4) / 4
+    ([0.25], [0.5208333333333333])
+    """
+    n = np.asarray(n_eligible, dtype=np.int64).ravel()
+    t = np.broadcast_to(np.asarray(n_test, dtype=np.int64), n.shape)
+    if np.any(t < 1) or np.any(t > n):
+        raise DataValidationError("chance_metrics: every user needs 1 <= n_test <= n_eligible")
+    nf, tf = n.astype(np.float64), t.astype(np.float64)
+    pair = np.where(n > 1, tf * (tf - 1) / (nf * np.maximum(nf - 1, 1)), 0.0)
+    out: dict[str, npt.NDArray[np.float64]] = {}
+    for k in ks:
+        k = _check_k(k)
+        m = np.minimum(k, n)
+        cum = np.cumsum(_discounts(k))
+        h_m = _harmonic(m)
+        out[f"precision_at_{k}"] = m * tf / (nf * k)
+        out[f"recall_at_{k}"] = m / nf
+        out[f"ndcg_at_{k}"] = tf / nf * cum[m - 1] / cum[np.minimum(t, k) - 1]
+        out[f"map_at_{k}"] = (tf / nf * h_m + pair * (m - h_m)) / np.minimum(t, k)
+    out["mrr"] = tf * (_harmonic(n) - _harmonic(t - 1)) / (nf - tf + 1)
+    out["auc"] = np.where(t < n, 0.5, 1.0)
     return out
 
 

@@ -44,7 +44,7 @@ from pyspark.sql import types as T
 
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX
 from recspark.errors import ConfigError, DataValidationError, ModelFitError
-from recspark.evaluation.metrics import item_ranks, ranking_metrics, shared_order_ranks
+from recspark.evaluation.metrics import chance_metrics, item_ranks, ranking_metrics, shared_order_ranks
 from recspark.models.baselines import PopularityScorer, RandomScorer
 from recspark.models.blocks import (
     N_FACTOR_ROWS,
@@ -120,6 +120,7 @@ def _evaluate_batches(
     n_items = scorer.n_items
     names = metric_names(ks)
     shared = scorer.shared_order()  # popularity: rank from one order, no scores
+    chance = scorer.uniformly_random  # random: the exact expected metrics, no scores, no ranks
     for batch in batches:
         has_factors = FEATURES in batch.schema.names
         users = batch.column(USER_IDX).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -137,7 +138,7 @@ def _evaluate_batches(
         for start in range(0, len(users), block_rows):
             stop = min(start + block_rows, len(users))
             n_block = stop - start
-            if shared is None:
+            if shared is None and not chance:
                 scores = checked_scores(
                     scorer, users[start:stop], None if vectors is None else vectors[start:stop]
                 )
@@ -158,13 +159,16 @@ def _evaluate_batches(
             evaluated = n_test > 0
             if not np.any(evaluated):
                 continue
-            if shared is None:
-                scores.reshape(-1)[excluded] = -np.inf
-                ranks = item_ranks(scores, rows, items)
+            if chance:
+                per_user = chance_metrics(n_eligible[evaluated], n_test[evaluated], ks)
             else:
-                ranks = shared_order_ranks(shared, rows, items, excluded, n_items)
-            indptr = np.concatenate([[0], np.cumsum(n_test[evaluated])])
-            per_user = ranking_metrics(ranks, indptr, n_eligible[evaluated], ks)
+                if shared is None:
+                    scores.reshape(-1)[excluded] = -np.inf
+                    ranks = item_ranks(scores, rows, items)
+                else:
+                    ranks = shared_order_ranks(shared, rows, items, excluded, n_items)
+                indptr = np.concatenate([[0], np.cumsum(n_test[evaluated])])
+                per_user = ranking_metrics(ranks, indptr, n_eligible[evaluated], ks)
             for name in names:
                 fixed = np.rint(per_user[name] * _FIXED_POINT_SCALE).astype(np.int64)
                 sums[name] += int(fixed.sum())

@@ -134,8 +134,10 @@ class RandomScorer(Scorer):
 
     Each user's scores come from ``np.random.default_rng([seed, user_idx])``,
     so they depend only on the seed and the user -- not on how users are
-    blocked or partitioned, nor on task retries. Its expected precision@k is
-    ``n_test / n_eligible``.
+    blocked or partitioned, nor on task retries. Those scores serve top-N
+    output; evaluation reports the exact *expected* metrics of a uniformly
+    random ranking instead (``uniformly_random``: no item is scored, and the
+    chance level carries no sampling noise), e.g. precision@k ``n_test / n_eligible``.
 
     Parameters
     ----------
@@ -153,6 +155,7 @@ class RandomScorer(Scorer):
             )
         self.n_items = int(n_items)
         self.seed = int(seed)
+        self.uniformly_random = True
 
     def score_block(
         self,

@@ -56,6 +56,10 @@ class Scorer(abc.ABC):
     user_factors: DataFrame | None = None
     n_factors: int = 0
     _driver_only: tuple[str, ...] = ("user_factors",)
+    #: True for a scorer whose ranking of each user's eligible items is a uniformly random
+    #: permutation (the random baseline): evaluation then reports the metrics' exact expectation
+    #: (:func:`recspark.evaluation.metrics.chance_metrics`) instead of one noisy draw, in O(users).
+    uniformly_random: bool = False
 
     @abc.abstractmethod
     def score_block(

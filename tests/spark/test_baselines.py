@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from recspark.data.columns import ITEM_IDX, RANK, USER_IDX
+from recspark.evaluation.metrics import chance_metrics, item_ranks, ranking_metrics
 from recspark.evaluation.ranking import evaluate, evaluate_baselines, metric_names
 from recspark.models.baselines import PopularityScorer, RandomScorer
 from recspark.models.scoring import FactorScorer
@@ -67,14 +68,40 @@ def baseline_reports(random_split):
     return evaluate_baselines(train, test, n_items, seed=1, ks=(10,))
 
 
-def test_random_baseline_is_at_chance_level(random_split, baseline_reports):
+def test_random_baseline_reports_the_exact_chance_level(random_split, baseline_reports):
     _, _, n_items, n_train, n_test = random_split
     report = baseline_reports["random"]
     n_eligible = n_items - n_train
-    assert report["precision_at_10"] == pytest.approx(n_test / n_eligible, abs=0.015)
-    assert report["recall_at_10"] == pytest.approx(10 / n_eligible, abs=0.03)
-    assert report["auc"] == pytest.approx(0.5, abs=0.03)
+    assert report["precision_at_10"] == pytest.approx(n_test / n_eligible, rel=1e-9)
+    assert report["recall_at_10"] == pytest.approx(10 / n_eligible, rel=1e-9)
+    assert report["auc"] == 0.5
     assert report["n_users_evaluated"] == 300
+    expected = chance_metrics([n_eligible], [n_test], (10,))
+    assert report == pytest.approx({**{k: float(v[0]) for k, v in expected.items()},
+                                    "n_users_evaluated": 300, "n_users_without_factors": 0}, abs=1e-9)  # fixed-point sums
+
+
+def test_random_baselines_expectation_is_what_its_scores_give_on_average(random_split, baseline_reports):
+    """The scored path (RandomScorer's own scores, ranked) over 200 seeds lands within 4 standard errors."""
+    train, test, n_items, _, _ = random_split
+    users = np.arange(300)
+    known = train.toPandas().groupby(USER_IDX)[ITEM_IDX].apply(list)
+    held = test.toPandas().sort_values([USER_IDX, ITEM_IDX]).groupby(USER_IDX)[ITEM_IDX].apply(list)
+    rows = np.repeat(users, [len(held[u]) for u in users])
+    items = np.concatenate([held[u] for u in users])
+    indptr = np.concatenate([[0], np.cumsum([len(held[u]) for u in users])])
+    draws = []
+    for seed in range(200):
+        scores = RandomScorer(n_items, seed=seed).score_block(users, None)
+        for u in users:
+            scores[u, known[u]] = -np.inf
+        ranks = item_ranks(scores, rows, items)
+        per_user = ranking_metrics(ranks, indptr, n_eligible=n_items - 10, ks=(10,))
+        draws.append({name: values.mean() for name, values in per_user.items()})
+    for name in metric_names((10,)):
+        values = np.array([d[name] for d in draws])
+        error = values.std(ddof=1) / np.sqrt(values.size)
+        assert abs(values.mean() - baseline_reports["random"][name]) < 4 * error + 1e-12, name
 
 
 def test_random_baseline_is_reproducible_across_partitionings(random_split, baseline_reports):

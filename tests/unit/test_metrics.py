@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from recspark.errors import DataValidationError
 from recspark.evaluation.metrics import (
     auc,
+    chance_metrics,
     item_ranks,
     map_at_k,
     ndcg_at_k,
@@ -227,3 +229,35 @@ def test_rank_beyond_eligible_items_is_rejected_by_auc():
 def test_bad_k_is_rejected(k):
     with pytest.raises(DataValidationError, match="k must be"):
         recall_at_k([0], [0, 1], k)
+
+
+# --------------------------------------------------------------------------- #
+# The random baseline's expected metrics
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("n, t", [(1, 1), (2, 1), (3, 3), (5, 2), (6, 3), (7, 1), (7, 4)])
+def test_chance_metrics_are_the_mean_over_every_placement_of_the_held_out_items(n, t):
+    """Uniformly random ranking: the held-out items' ranks are a uniform t-subset of 0..n-1; enumerate them all."""
+    ks = (1, 3, 5, 9)  # k below, at and above n
+    placements = [list(ranks) for ranks in itertools.combinations(range(n), t)]
+    ranks, indptr = ranks_from_lists(placements)
+    every = ranking_metrics(ranks, indptr, n_eligible=n, ks=ks)
+    expected = chance_metrics([n], [t], ks)
+    assert sorted(expected) == sorted(every)
+    for name, values in every.items():
+        assert expected[name][0] == pytest.approx(values.mean(), rel=1e-12, abs=1e-15), name
+
+
+def test_chance_metrics_stay_exact_at_catalogue_scale():
+    # Harmonic numbers above the direct-sum table: mrr against a float64 sum of P(first rank = r) / (r + 1).
+    n, t = 100_000, 3
+    r = np.arange(n - t + 1, dtype=np.float64)
+    first = t / n * np.cumprod(np.concatenate([[1.0], (n - t - r[:-1]) / (n - 1 - r[:-1])]))
+    assert first.sum() == pytest.approx(1.0, rel=1e-9)
+    assert chance_metrics([n], [t], (10,))["mrr"][0] == pytest.approx((first / (r + 1)).sum(), rel=1e-9)
+
+
+def test_chance_metrics_refuse_users_without_held_out_items():
+    with pytest.raises(DataValidationError, match="n_test"):
+        chance_metrics([5, 5], [1, 0])
