@@ -1,4 +1,4 @@
-"""kill -9 the jobs at their worst moments, through ``./spark-submit.sh`` as a scheduler runs them.
+"""kill -9 (and SIGTERM) the jobs at their worst moments, through ``./spark-submit.sh`` as a scheduler runs them.
 
 SIGKILL cannot be caught: nothing in the job gets to clean up. Each kill takes
 the job's whole process group (the wrapper, spark-submit's JVM, the Python
@@ -10,9 +10,15 @@ timed on what the job shows from outside, never on a hook in production code:
 - the training job's publish: the moment ``<out>.previous`` appears, i.e.
   between the two renames of :meth:`recspark.runs.outputs.StagedOutput.commit`
   (or just after the second);
+- the nightly's registration: SIGTERM to its Python driver (a scheduler's
+  stop) at the ``stage register: started`` line: exit 143, run KILLED;
 - the nightly's publish: the moment the temporary ``_CURRENT`` file appears
   (:func:`recspark.runs.publish.switch_pointer`), before or just after its
   rename, before the ``champion`` alias moves.
+
+The nightly chain also carries the nightly's other spark-submit checks (the
+package runs as a zip there): a rejected candidate exits 5 and leaves the
+champion, and the champion's pyfunc serves from the registry.
 
 After every kill the previous output (sha256 of every file), the champion and
 ``_CURRENT`` are unchanged, or the new output is complete (never a mix), and
@@ -37,7 +43,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import mlflow
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -241,11 +249,12 @@ def training_chain(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- nightly job
 
 
-def night(tmp: Path, date: str, name: str, on_line: Callable[[Job, str], None] | None = None) -> Job:
-    """One night of conf/nightly.yaml on tiny data; tolerance 1: every candidate is promoted."""
+def night(tmp: Path, date: str, name: str, on_line: Callable[[Job, str], None] | None = None,
+          tolerance: float = 1.0) -> Job:
+    """One night of conf/nightly.yaml on tiny data; tolerance 1 (the default here): every candidate is promoted."""
     sets = [f"data.path={tmp}/snapshots/{{date}}/interactions", f"root={tmp}/nightly",
             f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", f"mlflow.artifact_location={tmp}/mlruns",
-            f"promotion.registered_model={MODEL}", "promotion.tolerance=1", "warp.no_components=8",
+            f"promotion.registered_model={MODEL}", f"promotion.tolerance={tolerance}", "warp.no_components=8",
             "warp.epochs=2", "warp.n_shards=1", "split.holdout_k=2", "data.min_user_interactions=2",
             "data.min_item_interactions=2", f"spark.checkpoint_dir={tmp}/checkpoints",
             "spark.conf.spark.sql.shuffle.partitions=2"]
@@ -254,50 +263,107 @@ def night(tmp: Path, date: str, name: str, on_line: Callable[[Job, str], None] |
     return job
 
 
+def python_driver(jvm: int) -> int:
+    """The pid of the job's Python driver: spark-submit's JVM (the wrapper execs into it) starts it as its child."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            pid, rest = stat.read_text().split(" ", 1)
+            if int(rest.rsplit(")", 1)[1].split()[1]) == jvm and b"nightly.py" in (stat.parent / "cmdline").read_bytes():
+                return int(pid)
+    raise AssertionError(f"no Python driver under spark-submit's JVM {jvm}")
+
+
 def nightly_chain(tmp_path: Path) -> None:
-    """kill -9 during the nightly publish: _CURRENT and the champion stay, the retried date succeeds."""
+    """Night 1 is promoted. Night 2 is stopped by SIGTERM while registering (a scheduler's kill: exit 143,
+    the MLflow run KILLED), then its retry is killed -9 during publish; neither changes what a reader
+    or the registry sees, and the next retry is promoted. Night 3 is rejected by the gate (exit 5)."""
     root, pointer_file = tmp_path / "nightly", tmp_path / "nightly" / "_CURRENT"
-    for seed, date in enumerate(("2026-11-21", "2026-11-22")):
+    dates = ("2026-11-21", "2026-11-22", "2026-11-23")
+    for seed, date in enumerate(dates):
         write_interactions(tmp_path / "snapshots" / date / "interactions", seed=seed)
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
 
-    first = night(tmp_path, "2026-11-21", "first")
+    first = night(tmp_path, dates[0], "first")
     assert first.proc.returncode == 0, first.tail()
     pointer = pointer_file.read_text()
+    assert pointer.startswith(f"runs/{dates[0]}/")
     live = root / pointer.strip()
     published = tree_hashes(live)
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert champion.tags["recspark.run_dir"] == str(live)
 
+    def unchanged(what: str) -> None:
+        assert tree_hashes(live) == published, f"{what}: the published run folder changed"
+        assert client.get_model_version_by_alias(MODEL, "champion").version == champion.version, what
+
+    # 1. SIGTERM to the Python driver once registration starts: the job ends itself, cleanly.
+    terminated: list[int] = []
+
+    def term_at_register(job: Job, line: str) -> None:
+        if "stage register: started" in line and not terminated:
+            terminated.append(len(job.lines))
+            os.kill(python_driver(job.proc.pid), signal.SIGTERM)
+
+    stopped = night(tmp_path, dates[1], "sigterm-in-register", term_at_register)
+    assert terminated and stopped.proc.returncode == 143, stopped.tail()  # README: 143 = stopped by SIGTERM
+    assert "job stopped by SIGTERM (exit 143)" in stopped.output and "Traceback" not in stopped.output
+    assert pointer_file.read_text() == pointer
+    unchanged("after SIGTERM")
+    run = client.get_run(stopped.run_id())
+    assert run.info.status == "KILLED"
+    assert run.data.tags["recspark.outcome"] == "killed" and run.data.tags["recspark.failed_stage"] == "register"
+    snapshot = pq.read_table(tmp_path / "snapshots" / dates[1] / "interactions")
+    assert run.data.metrics["rows_read"] == snapshot.num_rows and "time_recommend_s" in run.data.metrics
+
+    # 2. The retry, killed -9 once the temporary _CURRENT appears (the pointer switch, right after registration).
     def temporary_pointer() -> bool:
         return any(n.startswith("._CURRENT.") and n.endswith(".tmp") for n in os.listdir(root))
 
     def at_register(job: Job, line: str) -> None:
-        if "stage register: started" in line:  # the pointer is switched right after registration
+        if "stage register: started" in line:
             kill_when(job, temporary_pointer)
 
-    killed = night(tmp_path, "2026-11-22", "killed-in-publish", at_register)
+    killed = night(tmp_path, dates[1], "killed-in-publish", at_register)
     assert killed.killed_at is not None and killed.proc.returncode == -signal.SIGKILL, killed.tail()
     killed.assert_group_gone()
-    assert tree_hashes(live) == published, "the published run folder changed"
-    assert client.get_model_version_by_alias(MODEL, "champion").version == champion.version
+    unchanged("after kill -9")
     now = pointer_file.read_text()
     if now != pointer:  # killed just after the rename: readers get the new, complete set (docs/nightly.md)
-        assert now.strip() == f"runs/2026-11-22/{killed.run_id()}", now
+        assert now.strip() == f"runs/{dates[1]}/{killed.run_id()}", now
         assert (root / now.strip() / "recommendations" / "_SUCCESS").exists()
 
-    # The scheduler's retry of the date: succeeds, and pointer and champion name the same complete run.
-    after = night(tmp_path, "2026-11-22", "after")
+    # 3. The scheduler's next retry of the date: promoted; pointer and champion name the same complete run,
+    # and the stopped attempt's folder is gone.
+    after = night(tmp_path, dates[1], "after")
     assert after.proc.returncode == 0, after.tail()
     current = root / pointer_file.read_text().strip()
-    assert current == root / "runs" / "2026-11-22" / after.run_id()
+    assert current == root / "runs" / dates[1] / after.run_id()
     assert (current / "recommendations" / "_SUCCESS").exists()
     assert client.get_model_version_by_alias(MODEL, "champion").tags["recspark.run_dir"] == str(current)
+    assert not (root / "runs" / dates[1] / stopped.run_id()).exists()
     assert not temporary_pointer(), "a temporary pointer file was left behind"
 
+    # 4. Tolerance -1: the candidate must beat the champion by a whole p@5 point, so it is rejected.
+    third = night(tmp_path, dates[2], "rejected", tolerance=-1.0)
+    assert third.proc.returncode == 5, third.tail()
+    assert root / pointer_file.read_text().strip() == current
+    assert client.get_model_version_by_alias(MODEL, "champion").tags["nightly.date"] == dates[1]
+    versions = [v.tags for v in client.search_model_versions(f"name = '{MODEL}'")]
+    assert any(tags.get("nightly.date") == dates[2] and "rejected" in tags for tags in versions)
 
-def test_kill_9_over_the_whole_run_keeps_outputs_pointer_and_champion(tmp_path):
-    """Both chains at once (each in its own folder and MLflow store): 7 spark-submit runs in the time of 4."""
+    # The champion serves from the registry, Spark-free (the pyfunc's code came from the zipped package).
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    user = snapshot.column("user_id")[0].as_py()
+    recs = model.predict(pd.DataFrame({"user_id": [user]}), params={"k": 3})
+    assert list(recs["rank"]) == [1, 2, 3] and set(recs["source"]) == {"model"}
+
+
+def test_kill_9_and_sigterm_over_the_whole_run_keep_outputs_pointer_and_champion(tmp_path):
+    """Both chains at once (each in its own folder and MLflow store): 9 spark-submit runs in the time of ~5."""
     (tmp_path / "train").mkdir()
     (tmp_path / "nightly").mkdir()
     with ThreadPoolExecutor(2) as pool:
