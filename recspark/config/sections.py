@@ -137,6 +137,12 @@ class EvaluationConfig:
     exclude_train: bool = True
     recommend_k: int = bounded(10, ge=1)
     random_seed: int = 7
+    # Above this many test users, models and baselines are evaluated on a seeded sample of about
+    # this many (the same users for every model), each metric with its standard error; null: always exact.
+    max_test_users: int | None = bounded(50_000, ge=1)
+    # Learning-curve points (ALS's als.learning_curve, WARP/BPR's eval_every) evaluate a seeded
+    # sample of about this many test users; null: all (the final evaluation follows max_test_users).
+    curve_test_users: int | None = bounded(5_000, ge=1)
 
 
 @dataclass(frozen=True)

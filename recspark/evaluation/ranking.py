@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -62,7 +63,7 @@ from recspark.models.scoring import FactorScorer, Scorer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "evaluate_baselines", "evaluate_cold_items", "metric_names"]
+__all__ = ["UserSample", "evaluate", "evaluate_baselines", "evaluate_cold_items", "metric_names"]
 
 #: Per-user metrics are summed as ``round(value * 2**32)`` in int64 (exact and
 #: order-independent; overflows only past 2**31 evaluated users).
@@ -77,6 +78,35 @@ _COUNTERS = (
     "n_nonfinite_users",  # users whose score row had NaN/inf
     "n_duplicate_factors",  # users with more than one user_factors row
 )
+
+
+#: Hash buckets of a :class:`UserSample` (its fraction's resolution).
+_SAMPLE_BUCKETS = 1_000_000
+
+
+@dataclass(frozen=True)
+class UserSample:
+    """A seeded share of the test users, chosen by hashing ``user_idx``: the same users in every run and task.
+
+    Evaluating a sample costs its share of the exact evaluation; the report
+    then carries each metric's standard error (``<metric>_se``, from the
+    per-user spread) beside the sample mean.
+    """
+
+    fraction: float
+    seed: int = 0
+
+    @classmethod
+    def at_most(cls, max_users: int | None, n_users: int, seed: int = 0) -> UserSample | None:
+        """About ``max_users`` of ``n_users`` test users, or None (exact) when they are not more."""
+        if max_users is None or n_users <= max_users:
+            return None
+        return cls(max_users / n_users, seed)
+
+    def keeps(self, user: Column) -> Column:
+        """True for the users in the sample."""
+        bucket = F.pmod(F.xxhash64(user.cast("int"), F.lit(self.seed)), F.lit(_SAMPLE_BUCKETS))
+        return bucket < F.lit(max(1, round(self.fraction * _SAMPLE_BUCKETS)))
 
 
 def metric_names(ks: Sequence[int] = (5, 10)) -> list[str]:
@@ -135,6 +165,7 @@ def _evaluate_batches(
             factor_rows = batch.column(N_FACTOR_ROWS).to_numpy(zero_copy_only=False)
             counts["n_duplicate_factors"] = int(np.count_nonzero(factor_rows > 1))
         sums = dict.fromkeys(names, 0)
+        squares = dict.fromkeys(names, 0.0)  # for a sample's standard errors (float: need not be exact)
         for start in range(0, len(users), block_rows):
             stop = min(start + block_rows, len(users))
             n_block = stop - start
@@ -172,21 +203,28 @@ def _evaluate_batches(
             for name in names:
                 fixed = np.rint(per_user[name] * _FIXED_POINT_SCALE).astype(np.int64)
                 sums[name] += int(fixed.sum())
+                squares[name] += float(np.square(per_user[name]).sum())
             counts["n_users"] += int(np.count_nonzero(evaluated))
             counts["n_missing_factors"] += int(np.count_nonzero(missing[start:stop][evaluated]))
             counts["n_nonfinite_users"] += int(np.count_nonzero(bad_rows[evaluated]))
         yield pa.RecordBatch.from_pydict(
-            {**{c: [v] for c, v in counts.items()}, **{n: [v] for n, v in sums.items()}},
+            {**{c: [v] for c, v in counts.items()}, **{n: [v] for n, v in sums.items()},
+             **{_square(n): [v] for n, v in squares.items()}},
             schema=_sums_arrow_schema(names),
         )
 
 
+def _square(name: str) -> str:
+    return f"{name}__squares"
+
+
 def _sums_arrow_schema(names: Sequence[str]) -> pa.Schema:
-    return pa.schema([(c, pa.int64()) for c in (*_COUNTERS, *names)])
+    return pa.schema([(c, pa.int64()) for c in (*_COUNTERS, *names)] + [(_square(n), pa.float64()) for n in names])
 
 
 def _sums_spark_schema(names: Sequence[str]) -> T.StructType:
-    return T.StructType([T.StructField(c, T.LongType()) for c in (*_COUNTERS, *names)])
+    return T.StructType([T.StructField(c, T.LongType()) for c in (*_COUNTERS, *names)]
+                        + [T.StructField(_square(n), T.DoubleType()) for n in names])
 
 
 # --------------------------------------------------------------------------- #
@@ -202,8 +240,9 @@ def evaluate(
     ks: Sequence[int] = (5, 10),
     exclude_train: bool = True,
     block_size: int | None = None,
+    sample: UserSample | None = None,
 ) -> dict[str, float]:
-    """Mean ranking metrics over all test users, computed on executors.
+    """Mean ranking metrics over all test users (or a seeded ``sample`` of them), computed on executors.
 
     Each user's held-out items (all their ``test`` rows, duplicates counted
     once, ``weight`` ignored) are ranked among all ``n_items`` items, minus the
@@ -225,6 +264,8 @@ def evaluate(
     block_size : int, optional
         Users scored per BLAS call; default keeps a block's score matrix near
         32 MiB (``max(1, 2**23 // n_items)`` users).
+    sample : UserSample, optional
+        Evaluate only these test users (see :meth:`UserSample.at_most`).
 
     Returns
     -------
@@ -234,7 +275,8 @@ def evaluate(
         ``n_users_evaluated`` (test users with at least one item) and
         ``n_users_without_factors`` (test users absent from
         ``scorer.user_factors``; they are scored with a zero vector, i.e. by
-        item bias alone, and still counted -- a warning is logged).
+        item bias alone, and still counted -- a warning is logged). With a
+        ``sample``: also ``<metric>_se``, the standard error of each mean.
 
     Raises
     ------
@@ -257,13 +299,15 @@ def evaluate(
     block_rows = rows_per_block(scorer.n_items, block_size)
     names = metric_names(ks)
 
+    if sample is not None:  # only the sampled users' rows are shuffled
+        train, test = (df.where(sample.keeps(F.col(USER_IDX))) for df in (train, test))
     users = user_table(scorer, train, test=test)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return _evaluate_batches(batches, scorer, ks, exclude_train, block_rows)
 
     partial = users.mapInArrow(run, _sums_spark_schema(names))
-    row = partial.agg(*[F.sum(c).alias(c) for c in (*_COUNTERS, *names)]).first()
+    row = partial.agg(*[F.sum(c).alias(c) for c in (*_COUNTERS, *names, *map(_square, names))]).first()
     totals = {c: int(row[c] or 0) for c in (*_COUNTERS, *names)}
 
     n_items = scorer.n_items
@@ -302,6 +346,10 @@ def evaluate(
     report = {name: totals[name] / _FIXED_POINT_SCALE / n_users for name in names}
     report["n_users_evaluated"] = float(n_users)
     report["n_users_without_factors"] = float(totals["n_missing_factors"])
+    if sample is not None:
+        for name in names:  # the spread of the per-user values around their mean, over sqrt(n)
+            variance = max(float(row[_square(name)] or 0.0) / n_users - report[name] ** 2, 0.0)
+            report[f"{name}_se"] = float(np.sqrt(variance * n_users / max(n_users - 1, 1) / n_users))
     log.info(
         "evaluate %s (exclude_train=%s): %s",
         type(scorer).__name__,

@@ -53,7 +53,7 @@ from pyspark.sql import functions as F
 from recspark.config import NightlyConfig
 from recspark.data.columns import ITEM_IDX, SCORE, USER_IDX
 from recspark.errors import CandidateRejected
-from recspark.evaluation.ranking import evaluate
+from recspark.evaluation.ranking import UserSample, evaluate
 from recspark.models.baselines import PopularityScorer
 from recspark.models.fit import FittedModel, fit_als, fit_warp, side_feature_matrices
 from recspark.models.scoring import FactorScorer, Scorer
@@ -117,7 +117,7 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
         with timer.stage("evaluate"):
             popularity = PopularityScorer.fit(train, matrix.n_items)
             metrics = evaluate_on_holdout(conf, train, test, {"candidate": scorer, "popularity": popularity},
-                                          base_dir, catalogue)
+                                          base_dir, catalogue, n_test_users=int(prepared.counts["test_users"]))
         for model, values in metrics.items():
             log_metrics(values, prefix=f"{model}_test_")
         promoted, reason = decide(metrics["candidate"][primary], metrics.get("champion", {}).get(primary), conf)
@@ -155,13 +155,18 @@ def run_nightly(spark: SparkSession, conf: NightlyConfig) -> NightlySummary:
 
 
 def evaluate_on_holdout(conf: NightlyConfig, train: DataFrame, test: DataFrame, scorers: dict[str, Scorer],
-                        base_dir: str | None, catalogue: npt.NDArray[np.bool_]) -> dict[str, dict[str, float]]:
-    """Metrics of each scorer and, when there is one, of the champion saved in ``base_dir``: same split, same code."""
-    ks, exclude = tuple(conf.evaluation.ks), conf.evaluation.exclude_train
-    metrics = {name: evaluate(scorer, train, test, ks=ks, exclude_train=exclude) for name, scorer in scorers.items()}
+                        base_dir: str | None, catalogue: npt.NDArray[np.bool_],
+                        n_test_users: int) -> dict[str, dict[str, float]]:
+    """Metrics of each scorer and, when there is one, of the champion saved in ``base_dir``: same split,
+    same code, and (above ``evaluation.max_test_users``) the same seeded sample of test users."""
+    ev = conf.evaluation
+    ks, exclude = tuple(ev.ks), ev.exclude_train
+    sample = UserSample.at_most(ev.max_test_users, n_test_users, ev.random_seed)
+    metrics = {name: evaluate(scorer, train, test, ks=ks, exclude_train=exclude, sample=sample)
+               for name, scorer in scorers.items()}
     if base_dir:
         champion = load_champion_scorer(train.sparkSession, base_dir, catalogue)
-        metrics["champion"] = evaluate(champion, train, test, ks=ks, exclude_train=exclude)
+        metrics["champion"] = evaluate(champion, train, test, ks=ks, exclude_train=exclude, sample=sample)
         champion.unpersist()
     return metrics
 

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from recspark.config import TrainConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
-from recspark.evaluation.ranking import evaluate, evaluate_cold_items
+from recspark.evaluation.ranking import UserSample, evaluate, evaluate_cold_items
 from recspark.models.baselines import PopularityScorer, RandomScorer
 from recspark.models.fit import fit_als, fit_warp, side_feature_matrices
 from recspark.models.scoring import FactorScorer, Scorer
@@ -55,12 +55,27 @@ class _Context:
         # split.strategy cold_items: the held-out items (O(items) on the driver), ranked among themselves.
         self.cold_items = (np.array(sorted(r[0] for r in self.test.select(ITEM_IDX).distinct().collect()))
                            if conf.split.strategy == "cold_items" else None)
+        ev, n_test_users = conf.evaluation, int(prepared.counts["test_users"])
+        self.sample = UserSample.at_most(ev.max_test_users, n_test_users, ev.random_seed)
+        self.curve_sample = UserSample.at_most(ev.curve_test_users, n_test_users, ev.random_seed)
+        summary.evaluated_on = (f"a seeded sample of ~{ev.max_test_users:,} of {n_test_users:,} test users "
+                                "(evaluation.max_test_users; standard errors in MLflow as <metric>_se)"
+                                if self.sample else f"all {n_test_users:,} test users (exact)")
+        summary.evaluated_on += ", train items excluded" if ev.exclude_train else ", train items ranked too"
+        log_params({"evaluation.sampled_fraction": self.sample.fraction if self.sample else 1.0})
+
+    def curve_point(self, scorer: Scorer) -> float:
+        """The primary test metric for a learning-curve point, on the curve's user sample."""
+        ev = self.conf.evaluation
+        return evaluate(scorer, self.train, self.test, ks=tuple(ev.ks), exclude_train=ev.exclude_train,
+                        sample=self.curve_sample)[self.primary_metric()]
 
     def score(self, name: str, scorer: Scorer, step: int = 0) -> dict[str, float]:
         """Evaluate ``scorer`` on the test split; log (at ``step``: the model's last iteration) and keep them."""
         ev = self.conf.evaluation
         with self.timer.stage(f"{name}_evaluate"):
-            metrics = evaluate(scorer, self.train, self.test, ks=tuple(ev.ks), exclude_train=ev.exclude_train)
+            metrics = evaluate(scorer, self.train, self.test, ks=tuple(ev.ks), exclude_train=ev.exclude_train,
+                               sample=self.sample)
         log_metrics(metrics, prefix=f"{name}_test_", step=step)
         self.summary.metrics[name] = metrics
         log.info("%s: %s", name, _fmt_metrics(metrics, ev.ks))
@@ -115,16 +130,17 @@ def run_als(ctx: _Context) -> None:
     conf = ctx.conf.als
     curve: list[tuple[int, float]] = []
     primary = ctx.primary_metric()
-    ev = ctx.conf.evaluation
     for iterations in sorted(set(conf.learning_curve)):
         if iterations == conf.max_iter:
             continue  # the final fit below gives this point
         with ctx.timer.stage("als_learning_curve"), fit_als(ctx.train, conf, ctx.n_items, max_iter=iterations) as fit:
-            value = evaluate(fit.scorer, ctx.train, ctx.test, ks=tuple(ev.ks),
-                             exclude_train=ev.exclude_train)[primary]
+            value = ctx.curve_point(fit.scorer)
         log_metrics({primary: value}, prefix="als_test_", step=iterations)
         curve.append((iterations, value))
         log.info("ALS learning curve: %d iterations -> %s=%.4f", iterations, primary, value)
+    if curve:  # Spark's ALS cannot report on its own iterations: every point is a fit from scratch
+        log.info("ALS learning curve: %d extra fit(s) took %.1fs (als.learning_curve: [] skips them)",
+                 len(curve), ctx.timer.seconds.get("als_learning_curve", 0.0))
     with ctx.timer.stage("als_fit"):
         fit = fit_als(ctx.train, conf, ctx.n_items)
         log.info("ALS factors: %d users, %d items", fit.user_factors.count(), fit.item_factors.count())
@@ -140,15 +156,18 @@ def run_als(ctx: _Context) -> None:
             log_spark_model(fit.model, "als")
 
 
-#: ``warp.train_metrics`` scores this share of the training users (hash-sampled), as LightFM users
-#: print train p@k to see under-/over-fitting next to the test curve.
-TRAIN_METRIC_USER_PERCENT = 20
+#: ``warp.train_metrics`` scores this share of the training users (hash-sampled; at most about
+#: ``evaluation.curve_test_users`` of them), as LightFM users print train p@k to see
+#: under-/over-fitting next to the test curve.
+TRAIN_METRIC_USER_SHARE = 0.2
 
 
 def _train_sample(ctx: _Context) -> DataFrame:
-    """A fixed ~20% of training users with all their training interactions (the same users every epoch)."""
-    bucket = F.pmod(F.xxhash64(F.col(USER_IDX), F.lit(ctx.conf.evaluation.random_seed)), F.lit(100))
-    return ctx.train.where(bucket < TRAIN_METRIC_USER_PERCENT).cache()
+    """A fixed share of training users with all their training interactions (the same users every epoch)."""
+    ev = ctx.conf.evaluation
+    cap = UserSample.at_most(ev.curve_test_users, ctx.prepared.matrix.n_users, ev.random_seed)
+    share = UserSample(min(TRAIN_METRIC_USER_SHARE, cap.fraction if cap else 1.0), ev.random_seed)
+    return ctx.train.where(share.keeps(F.col(USER_IDX))).cache()
 
 
 def run_warp(ctx: _Context) -> None:
@@ -178,7 +197,7 @@ def run_warp(ctx: _Context) -> None:
                 f"{stats['samples_per_s']:,.0f} samples/s, loss {stats['mean_loss']:.4f}")
         if state is not None and conf.eval_every and epoch % conf.eval_every == 0 and epoch != conf.epochs:
             scorer = state.scorer(state.user_factors(ctx.spark))
-            value = evaluate(scorer, ctx.train, ctx.test, ks=tuple(ev.ks), exclude_train=ev.exclude_train)[primary]
+            value = ctx.curve_point(scorer)
             log_metrics({primary: value}, prefix=f"{name}_test_", step=epoch)
             curve.append((epoch, value))
             line += f", test {primary} {value:.4f}" + train_metric(scorer, epoch)

@@ -19,6 +19,7 @@ class RunSummary:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric -> value
     timings: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    evaluated_on: str = "the test users"  # all of them (exact) or a seeded sample (evaluation.max_test_users)
 
 
 _DATA_ROWS = [
@@ -43,7 +44,7 @@ def format_summary(summary: RunSummary, ks: list[int]) -> str:
                                                   f"map_at_{ks[-1]}", "mrr", "auc"]
     headers = [c.replace("precision_at_", "p@").replace("recall_at_", "recall@").replace("ndcg_at_", "ndcg@")
                .replace("map_at_", "map@") for c in columns]
-    lines += ["", "Ranking metrics on the test split (train items excluded)" , "  " + f"{'model':<12}" +
+    lines += ["", f"Ranking metrics on {summary.evaluated_on}", "  " + f"{'model':<12}" +
               "".join(f"{h:>10}" for h in headers)]
     for model, metrics in summary.metrics.items():
         lines.append("  " + f"{model:<12}" + "".join(f"{metrics.get(c, float('nan')):>10.4f}" for c in columns))

@@ -37,6 +37,7 @@ def small_demo_overrides(tmp: Path) -> list[str]:
         "als.learning_curve=[2, 6]",
         "warp.epochs=6",
         "warp.eval_every=3",
+        "evaluation.curve_test_users=200",  # curve points on a sample of the ~600 test users
         "warp.train_metrics=true",
         f"features.items.sources=[{{path: {tmp}/data/item_tags, group: tag}}]",
         f"features.users.sources=[{{path: {tmp}/data/user_interests, group: interest}}]",
@@ -159,7 +160,8 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
 def test_summary_table_names_models_and_mlflow(demo_run):
     conf, summary = demo_run
     text = format_summary(summary, conf.evaluation.ks)
-    for word in ("als", "popularity", "random", "p@5", summary.run_id, "mlflow ui"):
+    for word in ("als", "popularity", "random", "p@5", summary.run_id, "mlflow ui",
+                 f"Ranking metrics on all {int(summary.counts['test_users']):,} test users (exact)"):
         assert word in text
 
 
@@ -167,7 +169,7 @@ def test_cold_items_split_logs_cold_start_metrics(spark, tmp_path):
     """split.strategy=cold_items: whole items held out; WARP with tags ranks them, ALS (no features) cannot."""
     overrides = small_demo_overrides(tmp_path) + [
         "split.strategy=cold_items", "als.learning_curve=[]", "warp.eval_every=0", "warp.train_metrics=false",
-        "features.users.sources=[]", "mlflow.experiment=e2e-cold"]
+        "features.users.sources=[]", "mlflow.experiment=e2e-cold", "evaluation.max_test_users=300"]
     conf = load_config(REPO / "conf" / "demo.yaml", TrainConfig, overrides)
     summary = run_training(spark, conf)
     warp, als = summary.metrics["warp_cold"], summary.metrics["als_cold"]
@@ -175,6 +177,15 @@ def test_cold_items_split_logs_cold_start_metrics(spark, tmp_path):
     assert abs(als["auc"] - 0.5) < 0.1  # no interactions, no features: chance
     metrics = MlflowClient(tracking_uri=summary.tracking_uri).get_run(summary.run_id).data.metrics
     assert {"warp_cold_precision_at_5", "warp_cold_auc", "als_cold_auc"} <= set(metrics)
+    # More test users than evaluation.max_test_users: every model on one seeded sample, with standard errors.
+    n_test = int(summary.counts["test_users"])
+    assert n_test > 300, n_test
+    assert summary.evaluated_on.startswith(f"a seeded sample of ~300 of {n_test:,} test users")
+    for model in ("als", "warp", "popularity", "random"):
+        assert 150 < summary.metrics[model]["n_users_evaluated"] < 450
+        assert 0 <= metrics[f"{model}_test_precision_at_5_se"] < 0.05
+    # ALS and popularity never rank a cold item in the top 5 (p@5 = 0 for everyone: no spread).
+    assert metrics["warp_test_precision_at_5_se"] > 0 and metrics["random_test_precision_at_5_se"] > 0
 
 
 def run_submit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
