@@ -20,6 +20,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 def test_train_job_logs_no_credential_anywhere(tmp_path_factory):
     """The training job through ./spark-submit.sh with an S3 secret key and a URI password in spark.conf.
 
+    Also the wrapper's plain success path, as a user runs it: the zipped package, exit 0, the
+    summary printed, every output published.
+
     The URI rides in a harmless spark.conf key (the tracking URI itself must stay a working sqlite
     store); tests/unit/test_redact.py covers the tracking URI's own redaction.
     """
@@ -43,6 +46,7 @@ def test_train_job_logs_no_credential_anywhere(tmp_path_factory):
         env={**os.environ, "PYSPARK_DRIVER_PYTHON": sys.executable, "PYSPARK_PYTHON": sys.executable})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "recspark run summary" in result.stdout
+    assert all((run / "out" / "recommendations" / m / "_SUCCESS").exists() for m in ("als", "warp"))
     stores = [run / "mlflow.db", run / "mlruns" / "", run / "out" / ""]
     assert all(p.exists() for p in stores), stores
     resolved = list((run / "mlruns").rglob("resolved.yaml"))

@@ -194,18 +194,6 @@ def run_submit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                                             "PYSPARK_PYTHON": sys.executable})
 
 
-def test_spark_submit_wrapper_runs_the_job_with_the_package_shipped(tmp_path):
-    """The real entrypoint, as a user runs it: spark-submit, zipped package, exit code 0, summary printed."""
-    overrides = small_demo_overrides(tmp_path) + ["als.learning_curve=[]", "data.generate.n_interactions=30000",
-                                                  "spark.conf.spark.driver.memory=1g"]
-    sets = [x for o in overrides for x in ("--set", o)]
-    result = run_submit("--master", "local[2]", str(REPO / "jobs" / "train.py"), "--conf",
-                        str(REPO / "conf" / "demo.yaml"), *sets, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "recspark run summary" in result.stdout
-    assert (tmp_path / "out" / "recommendations" / "als" / "_SUCCESS").exists()
-
-
 def test_spark_submit_wrapper_exits_2_on_a_bad_config(tmp_path):
     result = run_submit(str(REPO / "jobs" / "train.py"), "--conf", str(REPO / "conf" / "demo.yaml"),
                         "--set", "als.rnk=3", cwd=tmp_path)
