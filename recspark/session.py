@@ -131,5 +131,10 @@ def job_description(spark: SparkSession, text: str) -> Iterator[None]:
     sc.setJobDescription(text)
     try:
         yield
-    finally:
-        sc.setJobDescription(outer)  # type: ignore[arg-type]  (None clears it)
+    except BaseException:
+        # The error in flight matters more than the label: after SIGTERM cut a JVM call short,
+        # the gateway cannot be trusted to answer, and its error must not replace the real one.
+        with contextlib.suppress(Exception):
+            sc.setJobDescription(outer)  # type: ignore[arg-type]
+        raise
+    sc.setJobDescription(outer)  # type: ignore[arg-type]  (None clears it)

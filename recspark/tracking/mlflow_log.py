@@ -114,7 +114,8 @@ def mlflow_run(conf: MlflowConfig, *, spark_version: str, run_name: str,
     commit = _git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    with _sigterm_raises(), mlflow.start_run(run_name=conf.run_name or run_name, tags=tags) as run:
+    with _sigterm_raises(), _registry_resolved(), mlflow.start_run(run_name=conf.run_name or run_name,
+                                                                   tags=tags) as run:
         log.info("MLflow run %s in experiment %r at %s", run.info.run_id, conf.experiment,
                  redact(mlflow.get_tracking_uri()))
         try:
@@ -123,6 +124,29 @@ def mlflow_run(conf: MlflowConfig, *, spark_version: str, run_name: str,
             _end_unfinished(run.info.run_id, err, timer)
             raise
         mlflow.set_tag(OUTCOME_TAG, "succeeded")
+
+
+@contextlib.contextmanager
+def _registry_resolved() -> Iterator[None]:
+    """The model registry's URI, resolved once while Spark answers, for the run's lifetime.
+
+    MLflow otherwise asks the active Spark session for it each time it makes a
+    client, also to end a run after SIGTERM, when the signal may have cut a JVM
+    call short and the gateway answers the next call with garbage: the run
+    would stay RUNNING and the job exit 1 instead of 143. Restored after.
+    """
+    before = os.environ.get(_REGISTRY_ENV)
+    mlflow.set_registry_uri(mlflow.get_registry_uri())
+    try:
+        yield
+    finally:
+        mlflow.set_registry_uri(before)  # type: ignore[arg-type]  (None: resolved from context again)
+        if before is None:
+            os.environ.pop(_REGISTRY_ENV, None)
+
+
+#: Where ``mlflow.set_registry_uri`` also records the registry (for subprocesses).
+_REGISTRY_ENV = "MLFLOW_REGISTRY_URI"
 
 
 @contextlib.contextmanager

@@ -93,3 +93,40 @@ def test_stage_of_names_the_innermost_stage_an_error_left_or_where_the_run_was()
         raise RuntimeError("wrapped") from inner
     except RuntimeError as wrapper:
         assert timer.stage_of(wrapper) == "epoch"
+
+
+def test_a_run_stopped_by_sigterm_ends_killed_without_asking_spark_for_the_registry(tracking, monkeypatch):
+    """CI once saw SIGTERM cut a JVM call short: MLflow, making a client to end the run, asked the Spark
+    session for the registry URI, got garbage from the gateway (KeyError) and the run stayed RUNNING."""
+    from mlflow.tracking._model_registry import utils
+
+    def broken_gateway():
+        raise KeyError("c")
+
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    with pytest.raises(JobTerminated):
+        with mlflow_run(tracking, spark_version="test", run_name="test", timer=StageTimer()) as run:
+            monkeypatch.setattr(utils, "_get_registry_uri_from_spark_session", broken_gateway)
+            raise JobTerminated(signal.SIGTERM)
+    assert "MLFLOW_REGISTRY_URI" not in os.environ  # the run's pin is not left behind for what runs next
+    monkeypatch.undo()
+    assert ended(tracking, run.info.run_id).info.status == "KILLED"
+
+
+def test_a_cleanup_error_while_sigterm_unwinds_the_job_still_exits_143():
+    from recspark.cli import _after_sigterm
+
+    def cleanup_fails():
+        try:
+            raise JobTerminated(signal.SIGTERM)
+        finally:
+            raise KeyError("c")  # e.g. an unpersist through a gateway the signal left out of step
+
+    with pytest.raises(KeyError) as raised:
+        cleanup_fails()
+    err = raised.value
+    try:
+        raise err from err  # as run_job re-raises a task's error
+    except KeyError as again:
+        assert _after_sigterm(again)
+    assert not _after_sigterm(KeyError("c"))
