@@ -241,7 +241,7 @@ class Run:
     def summary_models(self) -> set[str]:
         """Model names in the printed summary's metrics table."""
         lines = self.output.splitlines()
-        start = next(i for i, line in enumerate(lines) if line.startswith("Ranking metrics on the test split"))
+        start = next(i for i, line in enumerate(lines) if line.startswith("Ranking metrics on "))
         models = set()
         for line in lines[start + 2:]:
             if not line.strip():
