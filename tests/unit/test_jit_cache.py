@@ -52,7 +52,7 @@ def test_a_second_application_reuses_the_kernel_compiled_by_the_first(tmp_path):
 
 
 def test_without_numba_cache_dir_the_cache_is_numbas_user_folder(monkeypatch, tmp_path):
-    from recspark.models.warp.jit import StableZipLocator
+    from recspark.models.jit import StableZipLocator
 
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

@@ -92,7 +92,7 @@ import scipy.sparse as sp
 
 from recspark.config import KernelParams
 from recspark.errors import ConfigError, DataValidationError, ModelFitError
-from recspark.models.warp.jit import inline, jit
+from recspark.models.jit import inline, jit
 from recspark.models.warp.state import SideParams
 
 #: LightFM clips the WARP rank weight at this value for numerical stability.

@@ -1,4 +1,6 @@
-"""How the kernel is compiled: numba's ``njit`` options and an on-disk cache that survives Spark applications.
+"""How recspark's compiled loops (the WARP kernel, top-k and rank selection) are built.
+
+numba's ``njit`` options, and an on-disk cache that survives Spark applications.
 
 numba caches compiled code next to the source (``__pycache__``) or, for a
 module imported from a zip -- recspark under ``spark-submit --py-files`` -- in
