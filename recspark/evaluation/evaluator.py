@@ -37,8 +37,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recspark.errors import ConfigError, DataValidationError
-from recspark.evaluation.metrics import DEFAULT_MAX_ELEMENTS, item_ranks, ranking_metrics
+from recspark.evaluation.metrics import DEFAULT_MAX_ELEMENTS, ranking_metrics
 from recspark.evaluation.ranking import _FIXED_POINT_SCALE
+from recspark.models.selection import item_ranks
 
 #: metricName values: the evaluation report's names with ``k`` for the cut-off.
 METRICS = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr", "auc")

@@ -9,8 +9,8 @@ how the scores were produced (ALS, WARP, a baseline) -- the same design as
 LightFM's ``evaluation`` module, which is built on ``predict_rank``.
 
 Ranks must come from a **deterministic total order**: score descending, then
-``item_idx`` ascending. :func:`item_ranks` computes ranks in that order and
-:func:`recspark.models.topk.top_k` produces top-k lists in the same order, so
+``item_idx`` ascending. :func:`recspark.models.selection.item_ranks` computes ranks in that order and
+:func:`recspark.models.selection.top_k` produces top-k lists in the same order, so
 "held-out item has rank < k" holds exactly when "held-out item is in the user's
 top-k list".
 
@@ -37,7 +37,6 @@ from recspark.errors import DataValidationError
 __all__ = [
     "auc",
     "chance_metrics",
-    "item_ranks",
     "map_at_k",
     "ndcg_at_k",
     "precision_at_k",
@@ -414,11 +413,11 @@ def shared_order_ranks(
     excluded_keys: npt.ArrayLike,
     n_items: int,
 ) -> npt.NDArray[np.int64]:
-    """:func:`item_ranks` when every row shares one ranking: no score matrix, O((pairs + excluded) log).
+    """:func:`~recspark.models.selection.item_ranks` when every row shares one ranking: no score matrix, O((pairs + excluded) log).
 
     An item's rank among a row's eligible items is its shared ``position``
     minus the row's excluded items positioned above it -- the same number
-    :func:`item_ranks` gives with those items at ``-inf``.
+    :func:`~recspark.models.selection.item_ranks` gives with those items at ``-inf``.
 
     Parameters
     ----------
@@ -443,59 +442,3 @@ def shared_order_ranks(
     above = np.sort(excluded // n_items * n_items + position[excluded % n_items])
     count = np.searchsorted(above, rows * n_items + target) - np.searchsorted(above, rows * n_items)
     return target - count
-
-
-def item_ranks(
-    scores: npt.NDArray[np.floating],
-    rows: npt.ArrayLike,
-    items: npt.ArrayLike,
-    *,
-    max_elements: int = DEFAULT_MAX_ELEMENTS,
-) -> npt.NDArray[np.int64]:
-    """0-based rank of ``scores[rows[i], items[i]]`` within row ``rows[i]``.
-
-    The rank is the number of items ordered before the target in the total
-    order (score descending, then item index ascending), i.e.
-    ``#{j : s_j > s_t} + #{j < t : s_j == s_t}``. This costs
-    O(n_pairs * n_items) and never sorts a row, which is cheaper than a full
-    sort when users hold out a few items each.
-
-    Excluded items are expected to be set to ``-inf`` beforehand: with finite
-    target scores they then never count as ranked above a target, so the rank
-    is the rank among eligible items.
-
-    Parameters
-    ----------
-    scores : ndarray of float, shape [n_rows, n_items]
-        Scores with excluded entries set to ``-inf``; target entries must be finite.
-    rows, items : ndarray of int, shape [n_pairs]
-        Row and item index of each target.
-    max_elements : int
-        Bound on the size of the [chunk, n_items] temporaries (memory cap).
-
-    Returns
-    -------
-    ndarray of int64, shape [n_pairs]
-
-    Examples
-    --------
-    >>> s = np.array([[0.5, 0.9, 0.5, -np.inf, 0.1]], dtype=np.float32)
-    >>> item_ranks(s, [0, 0, 0, 0], [1, 0, 2, 4]).tolist()
-    [0, 1, 2, 3]
-    """
-    scores = np.asarray(scores)
-    rows = np.asarray(rows, dtype=np.int64)
-    items = np.asarray(items, dtype=np.int64)
-    n_items = scores.shape[1]
-    out = np.empty(rows.size, dtype=np.int64)
-    chunk = max(1, int(max_elements) // max(n_items, 1))
-    col = np.arange(n_items, dtype=np.int64)
-    for start in range(0, rows.size, chunk):
-        r = rows[start : start + chunk]
-        it = items[start : start + chunk]
-        block = scores[r]
-        target = block[np.arange(r.size), it][:, None]
-        higher = np.count_nonzero(block > target, axis=1)
-        ties_before = np.count_nonzero((block == target) & (col < it[:, None]), axis=1)
-        out[start : start + chunk] = higher + ties_before
-    return out

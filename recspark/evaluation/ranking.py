@@ -11,7 +11,7 @@ Nothing proportional to the number of users or interactions reaches the driver:
    broadcast item matrix for factor models); training items are masked to
    ``-inf`` when excluded.
 3. :func:`evaluate` ranks the held-out items without sorting
-   (:func:`~recspark.evaluation.metrics.item_ranks`), computes per-user metrics
+   (:func:`~recspark.models.selection.item_ranks`, compiled), computes per-user metrics
    and emits one row of sums per batch; a Spark ``agg`` adds them up and only
    the means come back. Top-N lists come from
    :func:`recspark.models.topk.recommend`, in the same order.
@@ -45,7 +45,7 @@ from pyspark.sql import types as T
 
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX
 from recspark.errors import ConfigError, DataValidationError, ModelFitError
-from recspark.evaluation.metrics import chance_metrics, item_ranks, ranking_metrics, shared_order_ranks
+from recspark.evaluation.metrics import chance_metrics, ranking_metrics, shared_order_ranks
 from recspark.models.baselines import PopularityScorer, RandomScorer
 from recspark.models.blocks import (
     N_FACTOR_ROWS,
@@ -56,10 +56,12 @@ from recspark.models.blocks import (
     list_csr,
     require_columns,
     rows_per_block,
+    task_blas_threads,
     user_table,
     user_vectors,
 )
 from recspark.models.scoring import FactorScorer, Scorer
+from recspark.models.selection import finite_rows, item_ranks
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,7 @@ def _evaluate_batches(
             counts["n_duplicate_factors"] = int(np.count_nonzero(factor_rows > 1))
         sums = dict.fromkeys(names, 0)
         squares = dict.fromkeys(names, 0.0)  # for a sample's standard errors (float: need not be exact)
+        ranked, held_out, eligible = [], [], []  # per block: ranks, and per evaluated user: n_test, n_eligible
         for start in range(0, len(users), block_rows):
             stop = min(start + block_rows, len(users))
             n_block = stop - start
@@ -173,7 +176,7 @@ def _evaluate_batches(
                 scores = checked_scores(
                     scorer, users[start:stop], None if vectors is None else vectors[start:stop]
                 )
-                bad_rows = ~np.isfinite(scores).all(axis=1)
+                bad_rows = ~finite_rows(scores)
             else:
                 bad_rows = np.zeros(n_block, dtype=bool)
             test_keys, n_bad = block_keys(test_items, test_ptr, start, stop, n_items)
@@ -190,23 +193,27 @@ def _evaluate_batches(
             evaluated = n_test > 0
             if not np.any(evaluated):
                 continue
-            if chance:
-                per_user = chance_metrics(n_eligible[evaluated], n_test[evaluated], ks)
-            else:
+            if not chance:
                 if shared is None:
                     scores.reshape(-1)[excluded] = -np.inf
-                    ranks = item_ranks(scores, rows, items)
+                    ranked.append(item_ranks(scores, rows, items))
                 else:
-                    ranks = shared_order_ranks(shared, rows, items, excluded, n_items)
-                indptr = np.concatenate([[0], np.cumsum(n_test[evaluated])])
-                per_user = ranking_metrics(ranks, indptr, n_eligible[evaluated], ks)
-            for name in names:
-                fixed = np.rint(per_user[name] * _FIXED_POINT_SCALE).astype(np.int64)
-                sums[name] += int(fixed.sum())
-                squares[name] += float(np.square(per_user[name]).sum())
+                    ranked.append(shared_order_ranks(shared, rows, items, excluded, n_items))
+            held_out.append(n_test[evaluated])
+            eligible.append(n_eligible[evaluated])
             counts["n_users"] += int(np.count_nonzero(evaluated))
             counts["n_missing_factors"] += int(np.count_nonzero(missing[start:stop][evaluated]))
             counts["n_nonfinite_users"] += int(np.count_nonzero(bad_rows[evaluated]))
+        if held_out:  # the batch's metrics in one call (per block, their Python overhead rivals the ranks)
+            n_test, n_eligible = np.concatenate(held_out), np.concatenate(eligible)
+            if chance:
+                per_user = chance_metrics(n_eligible, n_test, ks)
+            else:
+                indptr = np.concatenate([[0], np.cumsum(n_test)])
+                per_user = ranking_metrics(np.concatenate(ranked), indptr, n_eligible, ks)
+            for name in names:
+                sums[name] = int(np.rint(per_user[name] * _FIXED_POINT_SCALE).astype(np.int64).sum())
+                squares[name] = float(np.square(per_user[name]).sum())
         yield pa.RecordBatch.from_pydict(
             {**{c: [v] for c, v in counts.items()}, **{n: [v] for n, v in sums.items()},
              **{_square(n): [v] for n, v in squares.items()}},
@@ -304,7 +311,8 @@ def evaluate(
     users = user_table(scorer, train, test=test)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return _evaluate_batches(batches, scorer, ks, exclude_train, block_rows)
+        with task_blas_threads():
+            yield from _evaluate_batches(batches, scorer, ks, exclude_train, block_rows)
 
     partial = users.mapInArrow(run, _sums_spark_schema(names))
     row = partial.agg(*[F.sum(c).alias(c) for c in (*_COUNTERS, *names, *map(_square, names))]).first()

@@ -11,13 +11,16 @@ top-k (:mod:`recspark.models.topk`) is a model operation; evaluation
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from threadpoolctl import threadpool_limits
 
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX
 from recspark.errors import ConfigError, DataValidationError, ModelFitError
@@ -157,6 +160,26 @@ def block_keys(
     valid = (flat >= 0) & (flat < n_items)
     keys = np.unique(rows[valid] * n_items + flat[valid])
     return keys, int(np.count_nonzero(~valid))
+
+
+@contextmanager
+def task_blas_threads() -> Iterator[None]:
+    """Inside a Spark task, let BLAS use the task's CPUs (``spark.task.cpus``, usually 1), no more.
+
+    Spark already runs one task per core, and a Python worker's OpenBLAS
+    starts a thread per core of the machine; with both, 2 tasks on 2 cores
+    run 4 GEMM threads that preempt each other. Spark sets
+    ``OMP_NUM_THREADS`` only when ``spark.executor.cores`` is set (not on
+    local masters) and the variable cannot help a worker whose BLAS is
+    already loaded, so the limit is set here at run time (threadpoolctl)
+    and restored when the task's iterator ends. Outside a task it does nothing.
+    """
+    context = TaskContext.get()
+    if context is None:
+        yield
+        return
+    with threadpool_limits(limits=max(1, int(context.cpus())), user_api="blas"):
+        yield
 
 
 def checked_scores(scorer: Scorer, users: np.ndarray, vectors: np.ndarray | None) -> np.ndarray:

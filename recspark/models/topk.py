@@ -35,75 +35,19 @@ from recspark.models.blocks import (
     list_csr,
     require_columns,
     rows_per_block,
+    task_blas_threads,
     user_table,
     user_vectors,
 )
 from recspark.models.scoring import Scorer
+from recspark.models.selection import finite_rows, top_k
 
-__all__ = ["recommend", "recommend_users", "top_k", "with_original_ids"]
-
-
-def top_k(
-    scores: npt.NDArray[np.floating], k: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]:
-    """Top-``k`` items of each row, ordered by score descending then item index ascending.
-
-    Uses ``np.argpartition`` to find each row's k-th largest score, then
-    resolves ties at that boundary by item index, so the result is a
-    deterministic function of the scores (``argpartition`` alone picks
-    arbitrarily among tied items; popularity scores tie a lot). Work is
-    O(n_rows * n_items) plus a sort of ``k`` items per row.
-
-    Parameters
-    ----------
-    scores : ndarray of float, shape [n_rows, n_items]
-        No NaN; ``-inf`` marks excluded items (they sort last; callers drop them).
-    k : int
-        Number of items per row, >= 1; capped at ``n_items``.
-
-    Returns
-    -------
-    items : ndarray of int64, shape [n_rows, min(k, n_items)]
-    top_scores : ndarray, same dtype as ``scores``, same shape as ``items``
-
-    Examples
-    --------
-    >>> s = np.array([[0.1, 0.7, 0.7, 0.3], [1.0, 1.0, 1.0, 1.0]], dtype=np.float32)
-    >>> items, vals = top_k(s, 2)
-    >>> items.tolist()
-    [[1, 2], [0, 1]]
-    """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise DataValidationError(f"k must be an integer >= 1, got {k!r}")
-    k = int(k)
-    scores = np.asarray(scores)
-    n_rows, n_items = scores.shape
-    k = min(k, n_items)
-    if n_rows == 0 or k == 0:
-        return np.empty((n_rows, k), dtype=np.int64), np.empty((n_rows, k), dtype=scores.dtype)
-    part = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k :]
-    kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
-    greater = scores > kth
-    n_greater = np.count_nonzero(greater, axis=1, keepdims=True)
-    tied = scores == kth
-    need = k - n_greater  # tied items to take per row, >= 1
-    # Usually every tied item is needed; only rows with surplus ties (common for
-    # popularity scores) need a running count to keep the lowest indices.
-    surplus = np.flatnonzero(np.count_nonzero(tied, axis=1) > need[:, 0])
-    take_tied = tied
-    if surplus.size:
-        take_tied = tied.copy()
-        take_tied[surplus] &= np.cumsum(tied[surplus], axis=1, dtype=np.int32) <= need[surplus]
-    _, cols = np.nonzero(greater | take_tied)  # row-major: ascending index within a row
-    cols = cols.reshape(n_rows, k)
-    vals = np.take_along_axis(scores, cols, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")  # stable keeps index order on ties
-    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)
+__all__ = ["recommend", "recommend_users", "with_original_ids"]
 
 
 def _finite_scores(scorer: Scorer, users: np.ndarray, vectors: np.ndarray | None) -> np.ndarray:
     scores = checked_scores(scorer, users, vectors)
-    if not np.isfinite(scores).all():
+    if not finite_rows(scores).all():
         raise ModelFitError(
             f"{type(scorer).__name__} produced NaN/inf scores; the model diverged -- "
             "refit with a lower learning rate or stronger regularisation."
@@ -219,7 +163,8 @@ def recommend(
     targets = user_table(scorer, train, users=users)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return _recommend_batches(batches, scorer, k, exclude_train, block_rows)
+        with task_blas_threads():
+            yield from _recommend_batches(batches, scorer, k, exclude_train, block_rows)
 
     return targets.mapInArrow(run, _RECS_SCHEMA)
 
@@ -280,7 +225,8 @@ def recommend_users(
                            T.StructField(SCORE, T.FloatType())])
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return _top_users_batches(batches, scorer, k, targets, block_rows)
+        with task_blas_threads():
+            yield from _top_users_batches(batches, scorer, k, targets, block_rows)
 
     candidates = scorer.user_factors.select(USER_IDX, FEATURES).mapInArrow(run, schema)
     order = Window.partitionBy(ITEM_IDX).orderBy(F.col(SCORE).desc(), F.col(USER_IDX))

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from recspark.data.columns import ITEM_IDX, RANK, USER_IDX
-from recspark.evaluation.metrics import chance_metrics, item_ranks, ranking_metrics
+from recspark.evaluation.metrics import chance_metrics, ranking_metrics
 from recspark.evaluation.ranking import evaluate, evaluate_baselines, metric_names
 from recspark.models.baselines import PopularityScorer, RandomScorer
 from recspark.models.scoring import FactorScorer
+from recspark.models.selection import item_ranks
 from recspark.models.topk import recommend
 
 pytestmark = pytest.mark.spark

@@ -12,7 +12,6 @@ from recspark.errors import DataValidationError
 from recspark.evaluation.metrics import (
     auc,
     chance_metrics,
-    item_ranks,
     map_at_k,
     ndcg_at_k,
     precision_at_k,
@@ -21,7 +20,7 @@ from recspark.evaluation.metrics import (
     recall_at_k,
     reciprocal_rank,
 )
-from recspark.models.topk import top_k
+from recspark.models.selection import item_ranks, top_k
 
 # --------------------------------------------------------------------------- #
 # Brute-force oracle: full sort of each user's eligible items, plain loops.
@@ -65,7 +64,7 @@ def kernel_metrics(scores, tests, excluded, ks):
         masked[u, sorted(ex)] = -np.inf
     rows = np.concatenate([[u] * len(t) for u, t in enumerate(tests)]).astype(np.int64)
     items = np.concatenate([sorted(t) for t in tests]).astype(np.int64)
-    ranks = item_ranks(masked, rows, items, max_elements=7)  # tiny chunks on purpose
+    ranks = item_ranks(masked, rows, items)
     indptr = np.concatenate([[0], np.cumsum([len(t) for t in tests])])
     n_eligible = np.array([masked.shape[1] - len(ex) for ex in excluded])
     return ranking_metrics(ranks, indptr, n_eligible, ks), masked

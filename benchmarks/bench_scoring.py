@@ -1,0 +1,143 @@
+"""Scoring throughput of top-k recommendation and exact evaluation against a plain GEMM of the same shape.
+
+Scoring every user against every item is the O(users x items) part of a run
+(``recommend`` and ``evaluate``). Its floor is the float32 matrix product
+``user_vectors @ item_vectors.T``; everything else (excluding train items,
+top-k selection, ranking the held-out items, metrics, Arrow in and out)
+should cost less than the product itself. This benchmark runs the executor-side
+code of :func:`recspark.models.topk.recommend` and
+:func:`recspark.evaluation.ranking.evaluate` on one core (BLAS limited to one
+thread, as :func:`recspark.models.blocks.task_blas_threads` sets in a task) on
+an Arrow batch like the one Spark hands them, and reports scored (user, item)
+pairs per CPU-second beside NumPy's GEMM of the same shape: the issue's target
+is >= 50% of it.
+
+``--block-rows`` compares users per GEMM block (default: the library's
+choice, ``rows_per_block``). A local SparkSession is started only to build the
+:class:`~recspark.models.scoring.FactorScorer` (its item side is a broadcast).
+
+Run::
+
+    python benchmarks/bench_scoring.py                         # 100k items x 64 factors, ~1 minute
+    python benchmarks/bench_scoring.py --items 10000 --block-rows 64 256 1024 --json /tmp/scoring.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX
+from recspark.evaluation.ranking import _evaluate_batches
+from recspark.models.blocks import TEST_ITEMS, TRAIN_ITEMS, rows_per_block
+from recspark.models.scoring import FactorScorer
+from recspark.models.topk import _recommend_batches
+
+log = logging.getLogger("bench_scoring")
+
+
+def user_batch(n_users: int, n_items: int, n_factors: int, n_train: int, n_test: int, seed: int) -> pa.RecordBatch:
+    """An Arrow batch as ``user_table`` builds it: user_idx, train and test items (disjoint, Zipf-popular), factors."""
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    popularity /= popularity.sum()
+    train, test = [], []
+    for _ in range(n_users):
+        items = np.unique(rng.choice(n_items, n_train + n_test, p=popularity))
+        rng.shuffle(items)
+        test.append(np.sort(items[:n_test]).astype(np.int32))
+        train.append(np.sort(items[n_test:]).astype(np.int32))
+    vectors = rng.standard_normal((n_users, n_factors)).astype(np.float32)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(np.arange(n_users, dtype=np.int32)), pa.array(train, type=pa.list_(pa.int32())),
+         pa.array(test, type=pa.list_(pa.int32())),
+         pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), n_factors).cast(pa.list_(pa.float32()))],
+        names=[USER_IDX, TRAIN_ITEMS, TEST_ITEMS, FEATURES])
+
+
+def cpu_seconds(run: Callable[[], object], repeats: int) -> list[float]:
+    """CPU seconds of each of ``repeats`` calls (the fair clock on a shared machine)."""
+    out = []
+    for _ in range(repeats):
+        start = time.process_time()
+        run()
+        out.append(time.process_time() - start)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=2_000, help="users in the scored batch")
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--train-items", type=int, default=20, help="train items per user (excluded)")
+    parser.add_argument("--test-items", type=int, default=5, help="held-out items per user (ranked)")
+    parser.add_argument("--k", type=int, default=10, help="top-k of recommend")
+    parser.add_argument("--block-rows", type=int, nargs="*", default=[], help="users per GEMM block; default: the library's")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[1]").appName("bench_scoring")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    rng = np.random.default_rng(1)
+    item_vectors = (rng.standard_normal((args.items, args.factors)) / np.sqrt(args.factors)).astype(np.float32)
+    item_bias = rng.standard_normal(args.items).astype(np.float32)
+    no_users = spark.createDataFrame([], f"{USER_IDX} int, {FEATURES} array<float>")
+    scorer = FactorScorer(item_vectors, no_users, item_bias=item_bias)
+    batch = user_batch(args.users, args.items, args.factors, args.train_items, args.test_items, seed=0)
+    vectors = np.asarray(batch.column(FEATURES).flatten(), dtype=np.float32).reshape(args.users, args.factors)
+    pairs = args.users * args.items
+    blas = [(i["internal_api"], i["version"], i.get("architecture")) for i in threadpool_info() if i["user_api"] == "blas"]
+    print(f"# {args.users} users x {args.items} items x {args.factors} factors; BLAS {blas}, 1 thread; "
+          f"CPU-seconds, median of {args.repeats}")
+
+    rows = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for block in args.block_rows or [rows_per_block(args.items, None)]:
+            def gemm() -> None:
+                for start in range(0, args.users, block):
+                    scores = vectors[start:start + block] @ item_vectors.T
+                    scores += item_bias
+
+            def recommend() -> None:
+                for _ in _recommend_batches(iter([batch]), scorer, args.k, True, block):
+                    pass
+
+            def evaluate() -> None:
+                for _ in _evaluate_batches(iter([batch]), scorer, (5, 10), True, block):
+                    pass
+
+            recommend(), evaluate()  # compile and warm up
+            base = float(np.median(cpu_seconds(gemm, args.repeats)))
+            for name, run in (("numpy GEMM", gemm), ("recommend", recommend), ("evaluate", evaluate)):
+                seconds = base if run is gemm else float(np.median(cpu_seconds(run, args.repeats)))
+                rows.append({"block_rows": block, "stage": name, "cpu_seconds": seconds,
+                             "mpairs_per_cpu_s": pairs / seconds / 1e6, "of_gemm": base / seconds})
+
+    print("| users per block | stage | CPU s | M pairs / CPU-s | share of GEMM |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['block_rows']} | {row['stage']} | {row['cpu_seconds']:.3f} | "
+              f"{row['mpairs_per_cpu_s']:.0f} | {row['of_gemm']:.0%} |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"args": vars(args), "blas": blas, "rows": rows}, fh, indent=1)
+    scorer.unpersist()
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
