@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import numpy.typing as npt
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -17,7 +18,7 @@ from recspark.config import TrainConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
 from recspark.evaluation.ranking import UserSample, evaluate, evaluate_cold_items
 from recspark.models.baselines import PopularityScorer, RandomScorer
-from recspark.models.fit import fit_als, fit_warp, side_feature_matrices
+from recspark.models.fit import FittedModel, fit_als, fit_warp, side_feature_matrices
 from recspark.models.scoring import FactorScorer, Scorer
 from recspark.models.topk import recommend, with_original_ids
 from recspark.models.warp.trainer import WarpState
@@ -25,6 +26,7 @@ from recspark.pipeline.prepare import PreparedData, ensure_input, prepare_matrix
 from recspark.runs.outputs import StagedOutput, protected_paths
 from recspark.runs.report import RunSummary
 from recspark.runs.timing import StageTimer
+from recspark.tracking import registry
 from recspark.tracking.mlflow_log import (
     log_config,
     log_metrics,
@@ -36,6 +38,7 @@ from recspark.tracking.mlflow_log import (
     resolve_tracking_uri,
     run_name,
 )
+from recspark.tracking.pyfunc_package import pyfunc_arrays, write_pyfunc_users
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class _Context:
         self.n_items = prepared.matrix.n_items
         self.curves: dict[str, list[tuple[int, float]]] = {}  # test p@k per model
         self.train_curves: dict[str, list[tuple[int, float]]] = {}  # train p@k (warp.train_metrics)
+        self.popularity: npt.NDArray[np.float32] | None = None  # distinct train users per item (run_baselines)
         self.user_map, self.item_map = prepared.id_maps(spark)
         # split.strategy cold_items: the held-out items (O(items) on the driver), ranked among themselves.
         self.cold_items = (np.array(sorted(r[0] for r in self.test.select(ITEM_IDX).distinct().collect()))
@@ -107,6 +111,28 @@ class _Context:
             .write.mode("overwrite").parquet(f"{root}/item_factors")
         self.summary.outputs[f"{name}_factors"] = root
 
+    def log_pyfunc(self, name: str, fit: FittedModel) -> None:
+        """Log ``fit`` as the Spark-free pyfunc ``runs:/<id>/<name>_pyfunc``, unregistered (the nightly registers).
+
+        Packaged as the nightly's candidate is: it excludes everything a user
+        has, train and held-out items (the batch recommendations follow
+        ``evaluation.exclude_train`` instead), ranks the items the model has
+        factors for (ALS has none for items without training interactions) and
+        serves unknown users the training popularity. The per-user table is
+        written by the executors into this run's output, ``models/<name>/pyfunc_users``.
+        """
+        if self.popularity is None:
+            raise RuntimeError("log_pyfunc needs the popularity counts: run_baselines first")
+        present = fit.item_factors.select(ITEM_IDX).toPandas()[ITEM_IDX].to_numpy()  # O(items)
+        catalogue = np.zeros(self.n_items, dtype=bool)
+        catalogue[present] = True
+        seen = self.train.select(USER_IDX, ITEM_IDX).unionByName(self.test.select(USER_IDX, ITEM_IDX))
+        users = write_pyfunc_users(fit, self.user_map, catalogue, seen,
+                                   f"{self.summary.out_dir}/models/{name}/pyfunc_users")
+        registry.log_pyfunc(pyfunc_arrays(fit, self.item_map, catalogue, self.popularity), users,
+                            name=f"{name}_pyfunc", k=self.conf.evaluation.recommend_k,
+                            normalize_user_features=self.conf.features.users.normalize)
+
     def primary_metric(self) -> str:
         return f"precision_at_{self.conf.evaluation.ks[0]}"
 
@@ -120,13 +146,14 @@ def run_baselines(ctx: _Context) -> None:
     """Popularity and random, always on the same split as the models."""
     with ctx.timer.stage("baselines_fit"):
         popularity = PopularityScorer.fit(ctx.train, ctx.n_items)
+    ctx.popularity = popularity.counts  # the pyfuncs' fallback for unknown users
     ctx.score("popularity", popularity)
     popularity.unpersist()
     ctx.score("random", RandomScorer(ctx.n_items, seed=ctx.conf.evaluation.random_seed))
 
 
 def run_als(ctx: _Context) -> None:
-    """Fit ALS (and its learning curve), evaluate, recommend, save factors and the Spark model."""
+    """Fit ALS (and its learning curve), evaluate, recommend, save factors, the Spark model and the pyfunc."""
     conf = ctx.conf.als
     curve: list[tuple[int, float]] = []
     primary = ctx.primary_metric()
@@ -154,6 +181,7 @@ def run_als(ctx: _Context) -> None:
             ctx.save_factors("als", fit.user_factors, fit.item_factors)
             fit.save(f"{ctx.summary.out_dir}/models/als/spark_model")
             log_spark_model(fit.model, "als")
+            ctx.log_pyfunc("als", fit)
 
 
 #: ``warp.train_metrics`` scores this share of the training users (hash-sampled; at most about
@@ -229,6 +257,7 @@ def run_warp(ctx: _Context) -> None:
             ctx.save_factors(name, fit.user_factors, fit.item_factors)
             fit.save(f"{ctx.summary.out_dir}/models/{name}/model")
             log_spark_model(fit.model, name)
+            ctx.log_pyfunc(name, fit)
 
 
 def run_training(spark: SparkSession, conf: TrainConfig) -> RunSummary:

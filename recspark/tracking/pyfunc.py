@@ -1,4 +1,6 @@
-"""The registered nightly model as an MLflow pyfunc: top-k for a user with NumPy, no Spark.
+"""The served model as an MLflow pyfunc: top-k for a user with NumPy, no Spark.
+
+The nightly registers it; every training run logs one per model (``runs:/<id>/warp_pyfunc``).
 
 Logged as MLflow "models from code": this file is stored with the model and
 executed when it is loaded, so serving needs numpy, pandas and pyarrow but
@@ -20,7 +22,7 @@ row per recommendation, ``user_id``, ``rank`` (1-based), ``item_id``,
 - any other user (``source="popularity"``): the most popular items (distinct
   training users per item).
 
-Artifacts (logged by :func:`recspark.tracking.registry.register_candidate`):
+Artifacts (logged by :func:`recspark.tracking.registry.log_pyfunc`):
 ``arrays.npz`` (``item_vectors`` [n_items, k], ``item_bias`` [n_items],
 ``popularity`` [n_items], ``user_feature_vectors`` [n_user_features, k]),
 ``items.parquet`` (``item_id`` in column order), ``user_features.parquet``
@@ -31,7 +33,7 @@ with factors, ``user_id``, ``vector`` (array<float>, length k) and ``seen``
 in any number of part files in any order. The per-user index (user id ->
 row, vectors, seen items as CSR) is rebuilt from it when the model is
 loaded, on the serving host. The catalogue is the items of the snapshot the
-model was trained on.
+model was trained on (a training run's: the items the model has factors for).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""What the registered pyfunc is packaged from: item-side arrays on the driver, the per-user table from Spark.
+"""What the pyfunc is packaged from: item-side arrays on the driver, the per-user table from Spark.
 
-The layout both follow is :mod:`recspark.tracking.pyfunc`'s; :func:`recspark.tracking.registry.register_candidate`
-logs them. Only O(items x factors) is built on the driver; nothing per user reaches it.
+The layout both follow is :mod:`recspark.tracking.pyfunc`'s; :func:`recspark.tracking.registry.log_pyfunc`
+logs them (the training job into its run, the nightly's ``register_candidate`` into the registry too).
+Only O(items x factors) is built on the driver; nothing per user reaches it.
 """
 
 from __future__ import annotations

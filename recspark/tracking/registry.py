@@ -1,5 +1,8 @@
 """MLflow Model Registry side of the nightly job: the pyfunc, versions per date, the ``champion`` alias.
 
+The pyfunc is logged by one function, :func:`log_pyfunc`: the training job
+logs it into its run only; the nightly registers it too (:func:`register_candidate`).
+
 One registered model (``promotion.registered_model``) collects the nightly
 candidates. Each version is tagged with its snapshot date (``nightly.date``)
 and the run folder holding its id maps and parameters (``recspark.run_dir``),
@@ -28,6 +31,7 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
@@ -81,9 +85,9 @@ def write_model_arrays(out_dir: Path, *, item_ids: npt.NDArray[np.object_], item
     return {name: str(path) for name, path in paths.items()}
 
 
-def register_candidate(name: str, arrays: dict[str, Any], users: str, *, k: int, date: str, run_dir: str,
-                       normalize_user_features: bool = True) -> ModelVersion:
-    """Log the pyfunc in the active run and register it as a new version of ``name``, tagged with the date.
+def log_pyfunc(arrays: dict[str, Any], users: str, *, k: int, name: str = "model",
+               normalize_user_features: bool = True, registered_model_name: str | None = None) -> ModelInfo:
+    """Log the Spark-free pyfunc (:mod:`recspark.tracking.pyfunc`) in the active run as ``runs:/<id>/<name>``.
 
     ``arrays`` are :func:`write_model_arrays`' keyword arguments; ``users`` is
     the path or URI of the per-user Parquet folder (layout in
@@ -92,16 +96,25 @@ def register_candidate(name: str, arrays: dict[str, Any], users: str, *, k: int,
     the default number of recommendations per user (``params={"k": ...}``
     overrides it); ``normalize_user_features``: whether a new user's feature
     weights are 1/n (``features.users.normalize`` of the training).
+    ``registered_model_name`` also registers it as a new version of that model.
     """
     signature = ModelSignature(inputs=_SIGNATURE_INPUTS, outputs=_SIGNATURE_OUTPUTS,
                                params=ParamSchema([ParamSpec("k", "long", k)]))
     requirements = [f"{lib.__name__}=={lib.__version__}" for lib in (mlflow, np, pd)] + ["pyarrow"]
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {**write_model_arrays(Path(tmp), **arrays), "users": users}
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(_pyfunc_code(Path(tmp))), artifacts=artifacts,
+        return mlflow.pyfunc.log_model(name=name, python_model=str(_pyfunc_code(Path(tmp))), artifacts=artifacts,
                                        model_config={"k": k, "normalize_user_features": normalize_user_features},
                                        signature=signature, pip_requirements=requirements,
-                                       registered_model_name=name)
+                                       registered_model_name=registered_model_name)
+
+
+def register_candidate(name: str, arrays: dict[str, Any], users: str, *, k: int, date: str, run_dir: str,
+                       normalize_user_features: bool = True) -> ModelVersion:
+    """Log the pyfunc in the active run (:func:`log_pyfunc`) and register it as a new version of ``name``,
+    tagged with the date and the run folder the next night starts from."""
+    info = log_pyfunc(arrays, users, k=k, normalize_user_features=normalize_user_features,
+                      registered_model_name=name)
     client = MlflowClient()
     version = client.get_model_version(name, str(info.registered_model_version))
     for key, value in {DATE_TAG: date, RUN_DIR_TAG: run_dir}.items():

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import mlflow
+import mlflow.pyfunc
 import mlflow.spark
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -50,6 +52,16 @@ def add_signup_user(spark, conf: TrainConfig, tmp: Path) -> None:
     interests = spark.read.parquet(f"{tmp}/data/user_interests")
     signup = spark.createDataFrame([("u_signup", "c1", 1.0)], interests.schema)
     interests.unionByName(signup).write.parquet(f"{tmp}/data/user_interests_plus")
+
+
+def user_with_holdout(out: Path) -> tuple[str, set[str]]:
+    """A user with held-out items in a published run, and all their items (train and test), by original id."""
+    users, items = (pd.read_parquet(out / "id_maps" / side) for side in ("users", "items"))
+    user_idx = int(pd.read_parquet(out / "matrix" / "test")["user_idx"].min())
+    rows = pd.concat([pd.read_parquet(out / "matrix" / split, filters=[("user_idx", "==", user_idx)])
+                      for split in ("train", "test")])
+    has = set(items.set_index("item_idx").loc[rows["item_idx"], "item_id"])
+    return str(users.set_index("user_idx").loc[user_idx, "user_id"]), has
 
 
 def test_als_beats_popularity_by_a_wide_margin(demo_run):
@@ -155,6 +167,17 @@ def test_mlflow_run_has_params_metrics_and_artifacts(demo_run):
     # The rejects are named where they are after publishing, not in the staging folder that is gone.
     rejects = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/data/rejects_summary.json")
     assert rejects["rejects_path"] == f"{conf.output.dir}/rejects" == summary.outputs["rejects"]
+    # ... and as the Spark-free pyfunc the nightly serves, logged to the run but not registered.
+    user, has = user_with_holdout(Path(conf.output.dir))
+    for model in ("als", "warp"):
+        served = mlflow.pyfunc.load_model(f"runs:/{summary.run_id}/{model}_pyfunc")
+        recs = served.predict(pd.DataFrame({"user_id": [user, "never-seen-user"]}), params={"k": 5})
+        mine = recs[recs["user_id"] == user]
+        assert set(recs["source"]) == {"model", "popularity"}, model
+        assert list(mine["rank"]) == [1, 2, 3, 4, 5] and set(mine["source"]) == {"model"}, model
+        assert not set(mine["item_id"]) & has, model  # the user's train and held-out items are excluded
+        assert len(recs[recs["user_id"] == "never-seen-user"]) == 5, model
+    assert not client.search_model_versions(f"run_id = '{summary.run_id}'")  # registering is the nightly's job
 
 
 def test_summary_table_names_models_and_mlflow(demo_run):
