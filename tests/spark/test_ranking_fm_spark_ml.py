@@ -1,6 +1,7 @@
-"""RankingFM as a Spark ML citizen beside ALS: any session, Arrow on or off; Spark ML persistence
-(Pipeline, MLflow's spark flavor); ALS's API, checked idiom by idiom against ALS itself; tuning with
-Spark's TrainValidationSplit and CrossValidator."""
+"""RankingFM as a Spark ML citizen beside ALS: any session, Arrow on or off (a plain session's Arrow off
+unless a test says otherwise); Spark ML persistence (Pipeline, MLflow's spark flavor and autolog); ALS's
+API, checked idiom by idiom against ALS itself and Param by Param; tuning with Spark's
+TrainValidationSplit and CrossValidator."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.errors import IllegalArgumentException
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import StringIndexer
-from pyspark.ml.recommendation import ALS
+from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationSplit
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -26,15 +28,24 @@ from recspark.models.warp.estimator import RankingFM, RankingFMModel
 pytestmark = pytest.mark.spark
 
 ARROW = "spark.sql.execution.arrow.pyspark.enabled"
+ARROW_FALLBACK = "spark.sql.execution.arrow.pyspark.fallback.enabled"
 
 
 @pytest.fixture(scope="module")
 def user_spark(spark):
-    """The session a user builds themselves (one SparkContext per process: it is the shared one)."""
+    """The session a user builds themselves, with Spark's default of Arrow off (restored after the module).
+
+    One SparkContext per process, so it is the shared session, whose ``build_session`` turns Arrow on:
+    here every test runs Arrow off but the one that runs both, and the other modules cover Arrow on.
+    No fallback either, so the Arrow-on case cannot quietly run without Arrow.
+    """
     session = SparkSession.builder.master("local[2]").appName("a user's job").getOrCreate()
-    before = session.conf.get(ARROW)
+    before = {key: session.conf.get(key) for key in (ARROW, ARROW_FALLBACK)}
+    session.conf.set(ARROW, "false")
+    session.conf.set(ARROW_FALLBACK, "false")
     yield session
-    session.conf.set(ARROW, before)
+    for key, value in before.items():
+        session.conf.set(key, value)
 
 
 @pytest.fixture
@@ -114,6 +125,40 @@ def test_mlflow_spark_flavor_logs_and_loads_the_pipeline(pipeline_model, plays, 
                                rtol=1e-6)
 
 
+#: What ``mlflow.pyspark.ml.autolog`` needs to log RankingFM: its allowlist replaces MLflow's (Spark's own
+#: models), so it names those too; a PipelineModel is logged only if every stage is listed.
+AUTOLOG_ALLOWLIST = ["pyspark.ml.*", "recspark.models.warp.estimator.RankingFMModel"]
+
+
+def test_mlflow_autolog_logs_a_pipeline_with_rankingfm(plays, tmp_path):
+    """Autolog logs the fitted pipeline with its params and a signature, and it loads back and predicts.
+
+    The signature is found by transforming with one input column dropped at a time: RankingFMModel
+    must then raise ALS's IllegalArgumentException ("... does not exist"), or no signature is logged.
+    """
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.pyspark.ml.autolog(log_model_allowlist=AUTOLOG_ALLOWLIST, log_datasets=False)
+    try:
+        mlflow.set_experiment("rankingfm-autolog")
+        pipeline = Pipeline(stages=[StringIndexer(inputCol="user_name", outputCol="user_ix"),
+                                    _small_fm(userCol="user_ix", itemCol="item", weightCol="plays")])
+        with mlflow.start_run() as run:
+            model = pipeline.fit(plays)
+        params = mlflow.get_run(run.info.run_id).data.params
+        uri = f"runs:/{run.info.run_id}/model"
+        signature = mlflow.models.get_model_info(uri).signature
+        loaded = mlflow.spark.load_model(uri)
+    finally:
+        mlflow.pyspark.ml.autolog(disable=True)
+        mlflow.set_tracking_uri(None)
+    assert params["RankingFM.noComponents"] == "4" and params["RankingFM.userCol"] == "user_ix"
+    assert signature is not None and sorted(signature.inputs.input_names()) == ["item", "user_name"]
+    assert isinstance(loaded.stages[-1], RankingFMModel)
+    np.testing.assert_allclose(_pipeline_predictions(loaded, plays), _pipeline_predictions(model, plays), rtol=1e-6)
+    with pytest.raises(IllegalArgumentException, match="does not exist"):
+        model.stages[-1].transform(plays)  # no user_ix: the pipeline's indexer makes it
+
+
 def test_a_model_saved_in_the_earlier_metadata_json_layout_still_loads(pipeline_model, plays, tmp_path, user_spark):
     """Models saved before RankingFMModel was MLWritable had a metadata.json, no metadata/ (same Parquet)."""
     model = pipeline_model.stages[-1]
@@ -189,6 +234,50 @@ def test_als_usage_idioms_work_the_same_on_als_and_rankingfm(name, plays, user_s
     pairs = subset.limit(2)
     np.testing.assert_allclose([r.p for r in model.transform(pairs).orderBy("user").collect()],
                                [r.p for r in again.transform(pairs).orderBy("user").collect()], rtol=1e-6)
+
+
+#: A valid non-default value of each Param that takes one of a few strings. Other strings are column
+#: names; numbers move within their range (an int + 1, a float halved, 0.0 to 0.5).
+PARAM_CHOICES = {"coldStartStrategy": "drop", "loss": "bpr", "learningSchedule": "adadelta", "strategy": "stratified"}
+
+
+def _another_valid_value(name: str, default):
+    if name in PARAM_CHOICES:
+        return PARAM_CHOICES[name]
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, str):
+        return f"{name}_column"
+    if isinstance(default, int):
+        return default + 1
+    return default / 2 if default else 0.5
+
+
+def test_every_param_has_als_accessors_that_round_trip():
+    """ALS's ``setMaxIter(5)`` / ``getMaxIter()`` for every Param of RankingFM, and on the model every getter and
+    the setters ALSModel has (the other Params describe the fit). Needs no SparkSession."""
+    estimator = RankingFM()
+    model = RankingFMModel(state=None, user_map=None, item_map=None)  # a model's Params need none of these
+    assert sorted(p.name for p in model.params) == sorted(p.name for p in estimator.params)
+    missing = []
+    for param in estimator.params:
+        name, default = param.name, estimator.getOrDefault(param)
+        getter, setter = (f"{prefix}{name[0].upper()}{name[1:]}" for prefix in ("get", "set"))
+        settable = [estimator] + ([model] if hasattr(ALSModel, setter) or hasattr(model, setter) else [])
+        for instance in (estimator, model):
+            missing += [f"{type(instance).__name__}.{method}" for method in (getter, setter)
+                        if not hasattr(instance, method) and (method == getter or instance in settable)]
+        if missing:
+            continue
+        value = _another_valid_value(name, default)
+        assert value != default, name
+        for instance in settable:
+            assert getattr(instance, getter)() == default, name
+            assert getattr(instance, setter)(value) is instance, name
+            assert getattr(instance, getter)() == value and instance.isSet(name), name
+        if model not in settable:
+            assert getattr(model, getter)() == default, name
+    assert not missing, f"Params without ALS's accessors: {missing}"
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pyspark import keyword_only
+from pyspark.errors import IllegalArgumentException
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasPredictionCol
@@ -111,6 +112,28 @@ def _to_param(owner: type, field: dataclasses.Field, value: Any) -> Any:
 
 #: ALS's values of ``coldStartStrategy``.
 _COLD_START_STRATEGIES = ("nan", "drop")
+
+
+class MissingColumnError(ConfigError, IllegalArgumentException):
+    """An input column ``fit`` or ``transform`` needs is not in the DataFrame.
+
+    A :class:`~recspark.errors.ConfigError`, and the ``IllegalArgumentException``
+    ALS raises, worded as ALS's ("... does not exist"): tools that find a model's
+    input columns by dropping one at a time rely on both, as MLflow's autolog does
+    to log the model's signature.
+    """
+
+    def __init__(self, message: str) -> None:
+        IllegalArgumentException.__init__(self, message=message)
+        ConfigError.__init__(self, message)
+
+
+def _require_columns(dataset: DataFrame, columns: dict[str, str], where: str) -> None:
+    """Raise MissingColumnError unless ``dataset`` has every column of ``{param: column}`` ('' is none)."""
+    missing = [f"{param} {c!r}" for param, c in columns.items() if c and c not in dataset.columns]
+    if missing:
+        raise MissingColumnError(f"{where}: {', '.join(missing)} does not exist in the DataFrame (its columns: "
+                                 f"{dataset.columns}); set the column Params")
 
 
 class _RankingFMParams(HasPredictionCol):
@@ -234,10 +257,8 @@ class RankingFM(Estimator, _RankingFMParams, DefaultParamsWritable, DefaultParam
     def _fit(self, dataset: DataFrame) -> RankingFMModel:
         self._validate()  # again: copy(extra), as TrainValidationSplit's grid does, bypasses setParams
         user_col, item_col, weight_col = (self.getOrDefault(p) for p in ("userCol", "itemCol", "weightCol"))
-        missing = [c for c in (user_col, item_col, weight_col) if c and c not in dataset.columns]
-        if missing:
-            raise ConfigError(f"RankingFM.fit: column(s) {missing} not in the DataFrame (has {dataset.columns}); "
-                              "set userCol/itemCol/weightCol")
+        _require_columns(dataset, {"userCol": user_col, "itemCol": item_col, "weightCol": weight_col},
+                         "RankingFM.fit")
         weight = F.col(weight_col).cast("double") if weight_col else F.lit(1.0)
         df = dataset.select(F.col(user_col).cast("string").alias(USER_ID),
                             F.col(item_col).cast("string").alias(ITEM_ID), weight.alias(WEIGHT))
@@ -422,6 +443,7 @@ class RankingFMModel(Model, _RankingFMParams, MLWritable, MLReadable["RankingFMM
     def _transform(self, dataset: DataFrame) -> DataFrame:
         """Add ``predictionCol`` = user · item + item bias per (userCol, itemCol) row; unknown ids per coldStartStrategy."""
         user_col, item_col, prediction = (self.getOrDefault(p) for p in ("userCol", "itemCol", "predictionCol"))
+        _require_columns(dataset, {"userCol": user_col, "itemCol": item_col}, "RankingFMModel.transform")
         users = self.user_factors_indexed().join(self.user_map, USER_IDX).select(
             F.col(USER_ID).alias("_uid"), F.col(FEATURES).alias("_uf"))
         items = self.item_factors_indexed().join(self.item_map, ITEM_IDX).select(
