@@ -1,6 +1,6 @@
 """The nightly retrain: a dated snapshot -> candidate -> quality gate -> champion and published recommendations.
 
-Steps (one MLflow run, ``nightly-<date>``):
+Steps (one MLflow run, ``nightly warp · <data> · <date>``):
 
 1. **Base**: the registry's ``champion`` version names the run folder it was
    trained in (tag ``recspark.run_dir``): its id maps and parameters are the

@@ -227,6 +227,15 @@ def test_corrupt_or_truncated_file_is_a_data_error_naming_the_file(spark, tmp_pa
         _read_and_validate(spark, tmp_path / "in", tmp_path)
 
 
+def test_a_single_truncated_file_as_the_whole_input_is_named(spark, tmp_path):
+    """Alone, it fails Spark's schema inference ("Unable to infer schema"): the error still names it."""
+    only = tmp_path / "in" / "part-0.parquet"
+    _day(only, ["1", "2", "3"])
+    only.write_bytes(only.read_bytes()[:40])
+    with pytest.raises(DataValidationError, match=r"1 of 1 files are not Parquet: \S*/in/part-0\.parquet \(no Parquet footer: truncated"):
+        _read_and_validate(spark, tmp_path / "in", tmp_path)
+
+
 @pytest.mark.parametrize("name, content", [("README.md", b"# about this folder\n"),
                                            ("export.csv", b"user_id,item_id,weight\n1,a,1.0\n" * 20)])
 def test_a_file_of_another_format_in_the_folder_is_named(spark, tmp_path, name, content):
