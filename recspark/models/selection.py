@@ -27,7 +27,7 @@ from recspark.models.jit import inline, jit
 __all__ = ["finite_rows", "item_ranks", "top_k"]
 
 #: Items per chunk of the row scan: one vectorised count decides whether the chunk is read further.
-_CHUNK = 128
+_CHUNK = 64
 
 
 #: A float32 count is exact up to 2**24: counts are summed in runs of this many items.
@@ -94,17 +94,26 @@ def _top_k_rows(scores, k, out_items, out_scores):
             heap_i[j] = j
         for pos in range(k // 2 - 1, -1, -1):
             _sift_down(heap_s, heap_i, k, pos)
+        # Items are scanned in ascending order, so an item tied with the root ranks after it.
+        # Whole chunks first: a fixed trip count lets LLVM unroll and vectorise the test.
         start = k
-        while start < n_items:
-            stop = min(start + _CHUNK, n_items)
-            # Items are scanned in ascending order, so an item tied with the root ranks after it.
-            if _n_above(row, start, stop, heap_s[0]):
-                for j in range(start, stop):
+        while start + _CHUNK <= n_items:
+            threshold = heap_s[0]
+            n = np.float32(0.0)
+            for j in range(start, start + _CHUNK):
+                n += np.float32(1.0) if row[j] > threshold else np.float32(0.0)
+            if n > 0:
+                for j in range(start, start + _CHUNK):
                     if row[j] > heap_s[0]:
                         heap_s[0] = row[j]
                         heap_i[0] = j
                         _sift_down(heap_s, heap_i, k, 0)
-            start = stop
+            start += _CHUNK
+        for j in range(start, n_items):
+            if row[j] > heap_s[0]:
+                heap_s[0] = row[j]
+                heap_i[0] = j
+                _sift_down(heap_s, heap_i, k, 0)
         # Pop the worst first: the list fills from its end.
         size = k
         while size > 0:
