@@ -10,6 +10,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The tests that call mlflow.spark.log_model as a user would (README snippet, flavor, autolog) would
+# let MLflow infer pip requirements by loading each model in a new process with its own Spark
+# application (~1-2 min each on 2 cores); at 1 s MLflow gives up and logs its default requirements.
+# The training job passes its requirements (tracking/mlflow_log.py: log_spark_model), so it never waits.
+os.environ.setdefault("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT", "1")
+
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 
+import mlflow
+
 from recspark.tracking import mlflow_log
 from recspark.tracking.mlflow_log import plot_learning_curves, run_name
 
@@ -35,3 +37,16 @@ def test_train_and_test_curves_get_their_own_axes(monkeypatch):
     assert len(figures[0][0].axes) == 1
     plot_learning_curves({"als": []}, "precision_at_5", "iterations")  # nothing measured: no plot
     assert len(figures) == 1
+
+
+def test_spark_models_are_logged_with_their_requirements_pinned_not_inferred():
+    """Inference would load each model in a new process with its own Spark application (minutes in CI)."""
+    import pyspark
+
+    from recspark.models.warp.estimator import RankingFMModel
+    from recspark.tracking.mlflow_log import _spark_model_requirements
+
+    plain = _spark_model_requirements(object())
+    assert plain == [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
+    ours = _spark_model_requirements(RankingFMModel(state=None, user_map=None, item_map=None))
+    assert ours[:2] == plain and {r.split("==")[0] for r in ours[2:]} == {"numpy", "scipy", "pandas", "pyarrow", "numba"}
