@@ -47,18 +47,6 @@ def _n_above(row, start, stop, threshold):
 
 
 @inline
-def _n_at_least(row, start, stop, threshold):
-    """How many of ``row[start:stop]`` are >= ``threshold`` (as :func:`_n_above`)."""
-    total = 0
-    for first in range(start, stop, _RUN):
-        n = np.float32(0.0)
-        for j in range(first, min(first + _RUN, stop)):
-            n += np.float32(1.0) if row[j] >= threshold else np.float32(0.0)
-        total += int(n)
-    return total
-
-
-@inline
 def _worse(score_a, item_a, score_b, item_b):
     """True when (score_a, item_a) ranks after (score_b, item_b)."""
     return score_a < score_b or (score_a == score_b and item_a > item_b)
@@ -126,13 +114,16 @@ def _top_k_rows(scores, k, out_items, out_scores):
 
 
 @jit
-def _ranks(scores, rows, items, out):
-    """``out[p]``: the rank of ``items[p]`` in row ``rows[p]``, two vectorised counts over the row."""
+def _ranks(scores, rows, items, targets, below, out):
+    """``out[p]``: the rank of ``items[p]`` in row ``rows[p]``, two vectorised counts over the row.
+
+    ``targets[p]`` is the item's score and ``below[p]`` the next float under
+    it, so that "> below" is ">= target": ties rank first below the item's index.
+    """
     n_items = scores.shape[1]
     for p in range(rows.size):
         row, item = scores[rows[p]], items[p]
-        # Ties rank before the target only below its own index.
-        out[p] = _n_at_least(row, 0, item, row[item]) + _n_above(row, item, n_items, row[item])
+        out[p] = _n_above(row, 0, item, below[p]) + _n_above(row, item, n_items, targets[p])
 
 
 @jit
@@ -247,6 +238,8 @@ def item_ranks(
     n_rows, n_items = scores.shape
     if rows.size and (rows.min() < 0 or rows.max() >= n_rows or items.min() < 0 or items.max() >= n_items):
         raise DataValidationError(f"a (row, item) pair lies outside the {n_rows} x {n_items} score matrix")
+    scores = np.ascontiguousarray(scores)
+    targets = scores[rows, items]
     ranks = np.empty(rows.size, dtype=np.int64)
-    _ranks(np.ascontiguousarray(scores), rows, items, ranks)
+    _ranks(scores, rows, items, targets, np.nextafter(targets, -np.inf), ranks)
     return ranks
