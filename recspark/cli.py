@@ -26,6 +26,7 @@ from recspark.errors import (
     JobTerminated,
     ModelFitError,
     raised_in_task,
+    stopped_by_signal,
 )
 from recspark.redact import redact
 from recspark.session import build_session
@@ -118,7 +119,7 @@ def run_job(argv: list[str] | None, description: str, config_cls: type[T],
         terminated = True
         return _terminated()
     except Exception as err:  # noqa: BLE001 - a bug: one paragraph on the console, the traceback kept
-        if _after_sigterm(err):  # a cleanup failed while SIGTERM was unwinding the job: still a stop
+        if stopped_by_signal(err):  # a cleanup failed while SIGTERM was unwinding the job: still a stop
             terminated = True
             log.warning("while stopping: %s: %s", type(err).__name__, redact(str(err)).strip()[:200])
             return _terminated()
@@ -140,21 +141,6 @@ def _terminated() -> int:
     log.error("job stopped by SIGTERM (exit %d): its MLflow run ended KILLED in the stage named above; "
               "a run publishes only at its end, so rerunning it is safe", EXIT_TERMINATED)
     return EXIT_TERMINATED
-
-
-def _after_sigterm(err: BaseException) -> bool:
-    """True when ``err`` was raised while a :class:`JobTerminated` was being handled (its context chain)."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [err]
-    while pending:
-        cause = pending.pop()
-        if cause is None or id(cause) in seen:
-            continue
-        if isinstance(cause, JobTerminated):
-            return True
-        seen.add(id(cause))
-        pending += [cause.__cause__, cause.__context__]  # run_job re-raises ``err from err``: follow both
-    return False
 
 
 def _stop(spark: SparkSession, terminated: bool) -> None:

@@ -42,6 +42,26 @@ class JobTerminated(BaseException):
         self.signum = signum
 
 
+def stopped_by_signal(err: BaseException) -> bool:
+    """True for :class:`JobTerminated`, or an error raised while one was unwinding the job (its chain).
+
+    A SIGTERM can land inside library code whose own cleanup then fails (PySpark
+    4.3's ``toPandas`` raises ``UnboundLocalError`` from its ``finally``), so the
+    error that surfaces is not the JobTerminated: the job was still stopped.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [err]
+    while pending:
+        cause = pending.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        if isinstance(cause, JobTerminated):
+            return True
+        seen.add(id(cause))
+        pending += [cause.__cause__, cause.__context__]  # run_job re-raises ``err from err``: follow both
+    return False
+
+
 _RAISED = re.compile(r"^recspark\.errors\.(\w+): (.*)$", re.M)
 
 

@@ -37,7 +37,7 @@ from pyspark.sql import SparkSession
 import recspark
 from recspark.config import MlflowConfig, flatten, to_dict
 from recspark.data.fs import data_files
-from recspark.errors import JobTerminated
+from recspark.errors import JobTerminated, stopped_by_signal
 from recspark.redact import redact
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ def _sigterm_raises() -> Iterator[None]:
 
 def _end_unfinished(run_id: str, err: BaseException, timer: StageTimer | None) -> None:
     """End the active run KILLED (SIGTERM) or FAILED, saying in which stage and why."""
-    status = "KILLED" if isinstance(err, JobTerminated) else "FAILED"
+    status = "KILLED" if stopped_by_signal(err) else "FAILED"
     stage = timer.stage_of(err) if timer is not None else "unknown"
     try:
         mlflow.set_tags({OUTCOME_TAG: status.lower(), FAILED_STAGE_TAG: stage,

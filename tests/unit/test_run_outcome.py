@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from recspark.config import MlflowConfig
-from recspark.errors import DataValidationError, JobTerminated
+from recspark.errors import DataValidationError, JobTerminated, stopped_by_signal
 from recspark.runs.timing import StageTimer
 from recspark.tracking.mlflow_log import ERROR_TAG, FAILED_STAGE_TAG, OUTCOME_TAG, mlflow_run
 
@@ -113,8 +113,22 @@ def test_a_run_stopped_by_sigterm_ends_killed_without_asking_spark_for_the_regis
     assert ended(tracking, run.info.run_id).info.status == "KILLED"
 
 
+def test_an_error_raised_while_sigterm_unwinds_ends_the_run_killed(tracking):
+    """As PySpark 4.3's toPandas does when the signal lands inside it: its ``finally`` raises instead."""
+    timer = StageTimer()
+    with pytest.raises(UnboundLocalError):
+        with mlflow_run(tracking, spark_version="test", run_name="test", timer=timer) as run:
+            with timer.stage("register"):
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    signal.pause()
+                finally:
+                    raise UnboundLocalError("cannot access local variable 'sockfile'")
+    got = ended(tracking, run.info.run_id)
+    assert got.info.status == "KILLED" and got.data.tags[FAILED_STAGE_TAG] == "register"
+
+
 def test_a_cleanup_error_while_sigterm_unwinds_the_job_still_exits_143():
-    from recspark.cli import _after_sigterm
 
     def cleanup_fails():
         try:
@@ -128,5 +142,5 @@ def test_a_cleanup_error_while_sigterm_unwinds_the_job_still_exits_143():
     try:
         raise err from err  # as run_job re-raises a task's error
     except KeyError as again:
-        assert _after_sigterm(again)
-    assert not _after_sigterm(KeyError("c"))
+        assert stopped_by_signal(again)
+    assert not stopped_by_signal(KeyError("c"))
