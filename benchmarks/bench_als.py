@@ -116,18 +116,11 @@ def train_config(rank: int):
 
 
 def generate(rows: int, cache: Path) -> None:
-    """The project's generator, as ``bench_scale.py`` runs it; skipped while ``_SUCCESS`` exists."""
-    if (cache / "data" / "interactions" / "_SUCCESS").exists():
-        return
-    cache.mkdir(parents=True, exist_ok=True)
-    args = [str(REPO / "spark-submit.sh"), "--master", "local[2]", "--driver-memory", "4g",
-            str(REPO / "jobs" / "generate_data.py"), "--conf", str(REPO / "conf" / "generate.yaml"),
-            "--set", f"output={cache / 'data'}", "--set", "spark.master=null",
-            "--set", f"synthetic.n_users={rows // 20}", "--set", f"synthetic.n_items={rows // 200}",
-            "--set", f"synthetic.n_interactions={rows}", "--set", "synthetic.seed=42"]
-    print(f"generating {rows:,} rows under {cache / 'data'} ...", flush=True)
-    with (cache / "generate.log").open("w") as log:
-        subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, check=True)
+    """The project's generator under ``cache/data``, as ``bench_scale.py`` runs it (skipped when present)."""
+    import bench_scale  # beside this file: the benchmarks folder is the script's first import path
+
+    print(f"generating {rows:,} rows under {cache / 'data'} (unless present) ...", flush=True)
+    bench_scale.generate(rows, cache / "data", timeout=3600)
 
 
 def build_matrix(cache: Path, rank: int) -> None:
