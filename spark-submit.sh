@@ -125,13 +125,14 @@ add_java_opts() {
 }
 
 # Native BLAS for Spark ML. ALS does a BLAS call per rating and a LAPACK Cholesky solve per user and item
-# through dev.ludovic.netlib; without a native library it warns "Failed to load implementation from:
-# dev.ludovic.netlib.blas.JNIBLAS" and runs Java code (benchmarks/bench_als.py: ALS rank 64 on the 2M set
-# fits about 1.3x faster with OpenBLAS). With OpenBLAS on this machine (libopenblas.so.0 known to the dynamic
-# loader, e.g. Debian's libopenblas0), netlib is pointed at it, for BLAS and LAPACK, and OpenBLAS gets one
-# thread per task (Spark already runs a task per core). Local masters only: the tasks run in this machine's
-# JVMs; on a cluster the nodes' libraries decide (README, "Native BLAS for ALS"). RECSPARK_NATIVE_BLAS=0
-# turns it off, =/path/to/libopenblas.so.0 (or another BLAS+LAPACK library) picks the library; your own
+# through dev.ludovic.netlib; without a native library netlib says so ("Failed to load implementation from:
+# dev.ludovic.netlib.blas.JNIBLAS"; from Spark 4.3 "netlib-blas: JNI_OnLoad: dlopen(...) failed") and runs
+# Java code: ALS rank 64 on the 2M set fits 1.5x faster with OpenBLAS (benchmarks/bench_als.py). netlib opens
+# libblas.so.3 by default, which may be the slow reference BLAS; with OpenBLAS on this machine
+# (libopenblas.so.0 known to the dynamic loader, e.g. Debian's libopenblas0) it is pointed at OpenBLAS, for
+# BLAS and LAPACK. Local masters only: their tasks run in this machine's JVMs; on a cluster the
+# nodes' libraries decide (README, "Native BLAS for ALS"). RECSPARK_NATIVE_BLAS=0 leaves netlib to its
+# defaults, =/path/to/lib (a BLAS with LAPACK, or a soname) picks the library; your own
 # -Ddev.ludovic.netlib... options leave it to you.
 native_blas=""
 case "$master" in
@@ -146,22 +147,14 @@ case "$master" in
 esac
 case " ${opts[*]} " in *dev.ludovic.netlib.*) native_blas="" ;; esac
 if [ -n "$native_blas" ] && [ "${native_blas#*/}" != "$native_blas" ] && [ ! -e "$native_blas" ]; then
-  echo "spark-submit.sh: RECSPARK_NATIVE_BLAS=$native_blas does not exist; Spark ML uses its Java BLAS" >&2
+  echo "spark-submit.sh: RECSPARK_NATIVE_BLAS=$native_blas does not exist; ignored (netlib's default)" >&2
   native_blas=""
 fi
 if [ -n "$native_blas" ]; then
-  echo "spark-submit.sh: Spark ML uses the native BLAS $native_blas (RECSPARK_NATIVE_BLAS=0: Java's)" >&2
+  echo "spark-submit.sh: Spark ML's BLAS and LAPACK: $native_blas (RECSPARK_NATIVE_BLAS=0: netlib's default)" >&2
   netlib="-Ddev.ludovic.netlib.blas.nativeLibPath=$native_blas -Ddev.ludovic.netlib.lapack.nativeLibPath=$native_blas"
   add_java_opts driver "$netlib"  # local[*]: the driver JVM runs the tasks
-  export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
-  case "$master" in
-    local-cluster*)  # executor JVMs of their own, on this machine
-      add_java_opts executor "$netlib"
-      case " ${opts[*]} " in
-        *spark.executorEnv.OPENBLAS_NUM_THREADS=*) ;;
-        *) opts+=(--conf "spark.executorEnv.OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS") ;;
-      esac ;;
-  esac
+  case "$master" in local-cluster*) add_java_opts executor "$netlib" ;; esac  # executor JVMs on this machine
 fi
 
 exec "$submit" "${opts[@]}" --py-files "$py_files" ${files:+--files "$files"} "$job" "${job_args[@]}"

@@ -7,10 +7,11 @@ Spark ML's ALS does its linear algebra through ``dev.ludovic.netlib``: per
 rating a ``dspr`` (rank-1 update of the packed normal equation) and a
 ``daxpy`` on ``BLAS.nativeBLAS``, per user and item a Cholesky solve
 (``dppsv``) on ``LAPACK.nativeLAPACK``. When netlib's JNI wrapper cannot open
-a system BLAS it warns ``Failed to load implementation from:
-dev.ludovic.netlib.blas.JNIBLAS`` and falls back to Java: ``VectorBLAS`` (the
-JDK's Vector API) for BLAS and ``F2jLAPACK`` (Fortran translated to Java) for
-LAPACK. netlib 3.x opens ``libblas.so.3`` and ``liblapack.so.3`` by default
+a system BLAS it says so (netlib 3.0, Spark 4.1: ``Failed to load
+implementation from: dev.ludovic.netlib.blas.JNIBLAS``; netlib 3.2, Spark 4.3:
+``netlib-blas: JNI_OnLoad: dlopen(...) failed``) and falls back to Java:
+``VectorBLAS`` (the JDK's Vector API) for BLAS and ``F2jLAPACK`` (Fortran
+translated to Java) for LAPACK. netlib 3.x opens ``libblas.so.3`` and ``liblapack.so.3`` by default
 (the system's alternatives: Debian's ``libopenblas0-pthread`` provides both);
 ``-Ddev.ludovic.netlib.{blas,lapack}.nativeLibPath=<file or soname>`` points it
 elsewhere.
