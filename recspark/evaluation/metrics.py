@@ -176,8 +176,10 @@ def precision_at_k(
     >>> precision_at_k([0, 3, 5], [0, 3], k=4).tolist()
     [0.5]
     """
-    k = _check_k(k)
-    p = _Prepared(ranks, indptr)
+    return _precision(_Prepared(ranks, indptr), _check_k(k))
+
+
+def _precision(p: _Prepared, k: int) -> npt.NDArray[np.float64]:
     return p.per_user_sum((p.ranks < k).astype(np.float64)) / k
 
 
@@ -191,8 +193,10 @@ def recall_at_k(
     >>> recall_at_k([0, 3, 5], [0, 3], k=4).tolist()
     [0.6666666666666666]
     """
-    k = _check_k(k)
-    p = _Prepared(ranks, indptr)
+    return _recall(_Prepared(ranks, indptr), _check_k(k))
+
+
+def _recall(p: _Prepared, k: int) -> npt.NDArray[np.float64]:
     return p.per_user_sum((p.ranks < k).astype(np.float64)) / p.n_test
 
 
@@ -216,8 +220,10 @@ def ndcg_at_k(
     >>> ndcg_at_k([0, 1], [0, 2], k=5).tolist()
     [1.0]
     """
-    k = _check_k(k)
-    p = _Prepared(ranks, indptr)
+    return _ndcg(_Prepared(ranks, indptr), _check_k(k))
+
+
+def _ndcg(p: _Prepared, k: int) -> npt.NDArray[np.float64]:
     hit = p.ranks < k
     gains = np.where(hit, 1.0 / np.log2(np.minimum(p.ranks, k) + 2.0), 0.0)
     dcg = p.per_user_sum(gains)
@@ -238,8 +244,10 @@ def map_at_k(ranks: npt.ArrayLike, indptr: npt.ArrayLike, k: int) -> npt.NDArray
     >>> map_at_k([0, 2], [0, 2], k=3).tolist()  # (1/1 + 2/3) / 2
     [0.8333333333333333]
     """
-    k = _check_k(k)
-    p = _Prepared(ranks, indptr)
+    return _average_precision(_Prepared(ranks, indptr), _check_k(k))
+
+
+def _average_precision(p: _Prepared, k: int) -> npt.NDArray[np.float64]:
     hit = p.ranks < k
     # Ranks are sorted within a user, so the number of hits up to and including
     # this one is its position + 1.
@@ -255,9 +263,11 @@ def reciprocal_rank(ranks: npt.ArrayLike, indptr: npt.ArrayLike) -> npt.NDArray[
     >>> reciprocal_rank([4, 2], [0, 2]).tolist()
     [0.3333333333333333]
     """
-    p = _Prepared(ranks, indptr)
-    first = p.ranks[p.indptr[:-1]]
-    return 1.0 / (first + 1.0)
+    return _reciprocal_rank(_Prepared(ranks, indptr))
+
+
+def _reciprocal_rank(p: _Prepared) -> npt.NDArray[np.float64]:
+    return 1.0 / (p.ranks[p.indptr[:-1]] + 1.0)
 
 
 def auc(
@@ -292,7 +302,10 @@ def auc(
     >>> auc([2], [0, 1], n_eligible=5).tolist()
     [0.5]
     """
-    p = _Prepared(ranks, indptr)
+    return _auc(_Prepared(ranks, indptr), n_eligible)
+
+
+def _auc(p: _Prepared, n_eligible: npt.ArrayLike) -> npt.NDArray[np.float64]:
     n_eligible = np.broadcast_to(np.asarray(n_eligible, dtype=np.int64), (p.n_users,))
     n_neg = n_eligible - p.n_test
     if np.any(n_neg < 0) or (p.ranks.size and np.any(p.ranks >= n_eligible[p.user])):
@@ -329,14 +342,15 @@ def ranking_metrics(
     >>> m["recall_at_1"].tolist(), m["auc"].tolist()
     ([0.5], [1.0])
     """
+    p = _Prepared(ranks, indptr)  # sorted once for every metric
     out: dict[str, npt.NDArray[np.float64]] = {}
-    for k in ks:
-        out[f"precision_at_{k}"] = precision_at_k(ranks, indptr, k)
-        out[f"recall_at_{k}"] = recall_at_k(ranks, indptr, k)
-        out[f"ndcg_at_{k}"] = ndcg_at_k(ranks, indptr, k)
-        out[f"map_at_{k}"] = map_at_k(ranks, indptr, k)
-    out["mrr"] = reciprocal_rank(ranks, indptr)
-    out["auc"] = auc(ranks, indptr, n_eligible)
+    for k in map(_check_k, ks):
+        out[f"precision_at_{k}"] = _precision(p, k)
+        out[f"recall_at_{k}"] = _recall(p, k)
+        out[f"ndcg_at_{k}"] = _ndcg(p, k)
+        out[f"map_at_{k}"] = _average_precision(p, k)
+    out["mrr"] = _reciprocal_rank(p)
+    out["auc"] = _auc(p, n_eligible)
     return out
 
 

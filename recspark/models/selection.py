@@ -1,4 +1,4 @@
-"""Top-k lists and held-out ranks from a block of scores, in one compiled pass over each row.
+"""Top-k lists and held-out ranks from a block of scores, in compiled passes over each row.
 
 After the GEMM that scores a block of users against every item, top-N output
 (:mod:`recspark.models.topk`) needs each row's ``k`` best items and evaluation
@@ -6,10 +6,11 @@ After the GEMM that scores a block of users against every item, top-N output
 NumPy both take several full passes over the block (``argpartition``, masks
 for ties, ``nonzero``, ``isfinite``), each about as slow as the GEMM itself.
 Here they are compiled loops written so that LLVM vectorises them: a rank is
-two branch-free counts over the row (scores above the target, ties below its
-index), and top-k reads the row in chunks, each first tested with one such
-count against the k-th best score so far, so that the heap of the best k is
-touched only by the few items that enter it.
+a branch-free count over the row (scores above the target, ties below its
+index), taken for all of a row's targets tile by tile while the tile is in
+L1; top-k first takes each chunk's maximum, which bounds the k-th best score
+from below, then reads one by one only the few chunks that can still enter
+the heap of the best k.
 
 Both functions use the one total order of every ranking in recspark: score
 descending, then item index ascending; so "rank < k" in a metric means "in the
@@ -26,24 +27,20 @@ from recspark.models.jit import inline, jit
 
 __all__ = ["finite_rows", "item_ranks", "top_k"]
 
-#: Items per chunk of the row scan: one vectorised count decides whether the chunk is read further.
-_CHUNK = 64
+#: Items per chunk of the top-k scan: each chunk's maximum decides whether its items are read one by one.
+_CHUNK = 16
 
-
-#: A float32 count is exact up to 2**24: counts are summed in runs of this many items.
-_RUN = 2**20
+#: Items per tile of the rank pass: a tile stays in L1 while every target of its row counts over it.
+_TILE = 512
 
 
 @inline
 def _n_above(row, start, stop, threshold):
-    """How many of ``row[start:stop]`` are > ``threshold``: sums of 0/1 in float32, which LLVM vectorises."""
-    total = 0
-    for first in range(start, stop, _RUN):
-        n = np.float32(0.0)
-        for j in range(first, min(first + _RUN, stop)):
-            n += np.float32(1.0) if row[j] > threshold else np.float32(0.0)
-        total += int(n)
-    return total
+    """How many of ``row[start:stop]`` (at most a tile) are > ``threshold``: a float32 sum of 0/1 that LLVM vectorises."""
+    n = np.float32(0.0)
+    for j in range(start, stop):
+        n += np.float32(1.0) if row[j] > threshold else np.float32(0.0)
+    return int(n)
 
 
 @inline
@@ -68,40 +65,61 @@ def _sift_down(heap_s, heap_i, size, pos):
         pos = child
 
 
+@inline
+def _offer(row, start, stop, heap_s, heap_i, k):
+    """Push each item of ``row[start:stop]`` that beats the heap's root into the heap of the best ``k``."""
+    for j in range(start, stop):
+        if not _worse(row[j], j, heap_s[0], heap_i[0]):
+            heap_s[0] = row[j]
+            heap_i[0] = j
+            _sift_down(heap_s, heap_i, k, 0)
+
+
 @jit
 def _top_k_rows(scores, k, out_items, out_scores):
-    """Fill ``out_*[r]`` with row ``r``'s ``k`` best (score, item), best first."""
+    """Fill ``out_*[r]`` with row ``r``'s ``k`` best (score, item), best first.
+
+    Two passes over each row. The first takes the maximum of every chunk of
+    ``_CHUNK`` items (vectorised); the k-th largest of those maxima is a lower
+    bound of the k-th best score, since k disjoint chunks each hold an item at
+    least that high. The heap of the best k starts as k placeholders at that
+    bound (ranked after any real item with the same score, so real items
+    replace all of them), and the second pass reads one by one only the
+    chunks whose maximum reaches the heap's root: about k of them.
+    """
     n_rows, n_items = scores.shape
+    n_chunks = n_items // _CHUNK
+    maxima = np.empty(n_chunks, dtype=scores.dtype)
+    chunk_ids = np.empty(k, dtype=np.int64)
     heap_s = np.empty(k, dtype=scores.dtype)
     heap_i = np.empty(k, dtype=np.int64)
     for r in range(n_rows):
         row = scores[r]
-        # A heap of the k best so far, the worst at the root. The first k items fill it.
-        for j in range(k):
-            heap_s[j] = row[j]
-            heap_i[j] = j
-        for pos in range(k // 2 - 1, -1, -1):
-            _sift_down(heap_s, heap_i, k, pos)
-        # Items are scanned in ascending order, so an item tied with the root ranks after it.
-        # Whole chunks first: a fixed trip count lets LLVM unroll and vectorise the test.
-        start = k
-        while start + _CHUNK <= n_items:
-            threshold = heap_s[0]
-            n = np.float32(0.0)
-            for j in range(start, start + _CHUNK):
-                n += np.float32(1.0) if row[j] > threshold else np.float32(0.0)
-            if n > 0:
-                for j in range(start, start + _CHUNK):
-                    if row[j] > heap_s[0]:
-                        heap_s[0] = row[j]
-                        heap_i[0] = j
-                        _sift_down(heap_s, heap_i, k, 0)
-            start += _CHUNK
-        for j in range(start, n_items):
-            if row[j] > heap_s[0]:
-                heap_s[0] = row[j]
-                heap_i[0] = j
-                _sift_down(heap_s, heap_i, k, 0)
+        for c in range(n_chunks):
+            m = row[c * _CHUNK]
+            for j in range(c * _CHUNK + 1, (c + 1) * _CHUNK):
+                m = max(m, row[j])
+            maxima[c] = m
+        bound = -np.inf
+        if n_chunks >= k:  # the k-th largest chunk maximum, by a heap of k maxima (worst at the root)
+            for c in range(k):
+                heap_s[c] = maxima[c]
+                chunk_ids[c] = c
+            for pos in range(k // 2 - 1, -1, -1):
+                _sift_down(heap_s, chunk_ids, k, pos)
+            for c in range(k, n_chunks):
+                if maxima[c] > heap_s[0]:
+                    heap_s[0] = maxima[c]
+                    chunk_ids[0] = c
+                    _sift_down(heap_s, chunk_ids, k, 0)
+            bound = heap_s[0]
+        for j in range(k):  # placeholders: item n_items ranks after every real item of equal score
+            heap_s[j] = bound
+            heap_i[j] = n_items
+        for c in range(n_chunks):
+            if maxima[c] >= heap_s[0]:
+                _offer(row, c * _CHUNK, (c + 1) * _CHUNK, heap_s, heap_i, k)
+        _offer(row, n_chunks * _CHUNK, n_items, heap_s, heap_i, k)
         # Pop the worst first: the list fills from its end.
         size = k
         while size > 0:
@@ -115,15 +133,35 @@ def _top_k_rows(scores, k, out_items, out_scores):
 
 @jit
 def _ranks(scores, rows, items, targets, below, out):
-    """``out[p]``: the rank of ``items[p]`` in row ``rows[p]``, two vectorised counts over the row.
+    """``out[p]``: the rank of ``items[p]`` in row ``rows[p]`` (pairs grouped by row).
 
     ``targets[p]`` is the item's score and ``below[p]`` the next float under
-    it, so that "> below" is ">= target": ties rank first below the item's index.
+    it, so that "> below" is ">= target": items before the target count when
+    they tie with it, items after it only when they score higher. The row is
+    read in tiles that stay in L1 while every target of the row counts over
+    the tile (one pass per target over the whole row would read it from L2
+    each time: ~5x slower).
     """
     n_items = scores.shape[1]
-    for p in range(rows.size):
-        row, item = scores[rows[p]], items[p]
-        out[p] = _n_above(row, 0, item, below[p]) + _n_above(row, item, n_items, targets[p])
+    first = 0
+    while first < rows.size:
+        last = first
+        while last < rows.size and rows[last] == rows[first]:
+            last += 1
+        row = scores[rows[first]]
+        for p in range(first, last):
+            out[p] = 0
+        for start in range(0, n_items, _TILE):
+            stop = min(start + _TILE, n_items)
+            for p in range(first, last):
+                item = items[p]
+                if item >= stop:
+                    out[p] += _n_above(row, start, stop, below[p])
+                elif item < start:
+                    out[p] += _n_above(row, start, stop, targets[p])
+                else:
+                    out[p] += _n_above(row, start, item, below[p]) + _n_above(row, item, stop, targets[p])
+        first = last
 
 
 @jit
@@ -161,8 +199,8 @@ def top_k(
     """Top-``k`` items of each row, ordered by score descending then item index ascending.
 
     A deterministic function of the scores (popularity scores tie a lot).
-    O(n_rows * n_items) reads plus O(log k) per item that enters a row's
-    running top-k.
+    Two reads of each row (chunk maxima, then about ``k`` chunks item by
+    item) plus O(log k) per item that enters a row's running top-k.
 
     Parameters
     ----------
@@ -203,9 +241,9 @@ def item_ranks(
 
     The rank is the number of items ordered before the target in the total
     order (score descending, then item index ascending), i.e.
-    ``#{j : s_j > s_t} + #{j < t : s_j == s_t}``: one vectorised count over
-    the row per target (a row of 100k float32 stays in L2 between a user's
-    targets); a row is never sorted.
+    ``#{j : s_j > s_t} + #{j < t : s_j == s_t}``: vectorised counts over
+    the row, all of a row's targets over one L1-sized tile at a time; a row
+    is never sorted.
 
     Excluded items are expected to be set to ``-inf`` beforehand: with finite
     target scores they then never count as ranked above a target, so the rank
@@ -239,6 +277,11 @@ def item_ranks(
     if rows.size and (rows.min() < 0 or rows.max() >= n_rows or items.min() < 0 or items.max() >= n_items):
         raise DataValidationError(f"a (row, item) pair lies outside the {n_rows} x {n_items} score matrix")
     scores = np.ascontiguousarray(scores)
+    if rows.size > 1 and np.any(rows[1:] < rows[:-1]):  # the compiled pass reads pairs grouped by row
+        order = np.argsort(rows, kind="stable")
+        ranks = np.empty(rows.size, dtype=np.int64)
+        ranks[order] = item_ranks(scores, rows[order], items[order])
+        return ranks
     targets = scores[rows, items]
     ranks = np.empty(rows.size, dtype=np.int64)
     _ranks(scores, rows, items, targets, np.nextafter(targets, -np.inf), ranks)
