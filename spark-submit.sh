@@ -38,19 +38,27 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$job" ] || { echo "usage: spark-submit.sh [spark-submit options] jobs/<job>.py [job args]" >&2; exit 2; }
 
-# The package, zipped fresh so executors run exactly the driver's code. Written to a temporary
-# name and renamed into place, so a job already running from the previous zip (concurrent
-# submissions) never reads a half-written file.
+# The package, zipped fresh so executors run exactly the driver's code, under a name made of its
+# content's hash: a running driver imports lazily from its zip *by path*, so a later submission
+# with changed code must never replace that file (even by an atomic rename). Identical code reuses
+# the same zip; old ones stay in build/ (small; delete them when no job runs).
 mkdir -p "$here/build"
-zip="$here/build/recspark.zip"
-tmp_zip=$(mktemp "$here/build/.recspark.zip.XXXXXX")
-(cd "$here" && "$python" -c '
-import sys, zipfile, pathlib
-with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+zip=$(cd "$here" && "$python" -c '
+import hashlib, io, os, pathlib, tempfile, zipfile
+buf = io.BytesIO()
+with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
     for p in sorted(pathlib.Path("recspark").rglob("*.py")):
-        z.write(p)
-' "$tmp_zip")
-mv -f "$tmp_zip" "$zip"
+        z.writestr(zipfile.ZipInfo(p.as_posix(), date_time=(1980, 1, 1, 0, 0, 0)), p.read_bytes(),
+                   zipfile.ZIP_DEFLATED)  # fixed timestamps: the bytes, and so the name, depend on content only
+data = buf.getvalue()
+path = pathlib.Path("build") / f"recspark-{hashlib.sha256(data).hexdigest()[:16]}.zip"
+if not path.exists():
+    fd, tmp = tempfile.mkstemp(dir="build", prefix=".recspark.zip.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)  # never half-written
+print(path.resolve())
+')
 py_files="${py_files:+$py_files,}$zip"
 
 # Ship the job's YAML config, so cluster-mode drivers can read it too.

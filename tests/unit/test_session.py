@@ -115,3 +115,42 @@ def test_spark_submit_sh_points_spark_ml_at_a_native_blas_on_local_masters(tmp_p
                                 (("--master", "yarn"), loader, {"RECSPARK_NATIVE_BLAS": str(lib)})]:
         args = submit(*opts, ldconfig=ldconfig, **env)
         assert not any("nativeLibPath" in a for a in args), (opts, env, args)
+
+
+def test_spark_submit_sh_never_replaces_the_zip_a_running_driver_imports_from(tmp_path):
+    """A driver imports lazily from its --py-files zip by path; a later submission with other code must get another
+    file (the 2M benchmark's driver failed with ZipImportError when a test run re-zipped changed code under it)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    checkout = tmp_path / "checkout"  # a copy of the wrapper beside a package whose code we change
+    (checkout / "recspark").mkdir(parents=True)
+    shutil.copy(repo / "spark-submit.sh", checkout)
+    fake = tmp_path / "spark" / "bin"
+    fake.mkdir(parents=True)
+    (fake / "spark-submit").write_text('#!/bin/sh\nfor arg in "$@"; do printf "%s\\n" "$arg"; done\n')
+    (fake / "spark-submit").chmod(0o755)
+    env = {**os.environ, "SPARK_HOME": str(tmp_path / "spark"), "RECSPARK_SKIP_CONFIG_CHECK": "1",
+           "PYSPARK_DRIVER_PYTHON": sys.executable}
+
+    def submit(code: str) -> Path:
+        (checkout / "recspark" / "__init__.py").write_text(code)
+        args = subprocess.run([str(checkout / "spark-submit.sh"), "jobs/train.py"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+        return Path(args[args.index("--py-files") + 1])
+
+    def code_in(path: Path) -> str:
+        with zipfile.ZipFile(path) as z:
+            return z.read("recspark/__init__.py").decode()
+
+    first = submit("VERSION = 1\n")
+    second = submit("VERSION = 2\n")
+    assert first != second and first.parent == second.parent == checkout / "build"
+    assert code_in(first) == "VERSION = 1\n" and code_in(second) == "VERSION = 2\n"
+    before = first.stat().st_mtime_ns
+    assert submit("VERSION = 1\n") == first and first.stat().st_mtime_ns == before  # same code: reused, not rewritten
