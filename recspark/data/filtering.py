@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recspark.data.columns import ITEM_ID, TIMESTAMP, USER_ID, WEIGHT
@@ -17,6 +17,9 @@ from recspark.errors import ConfigError, DataValidationError
 from recspark.session import job_description
 
 log = logging.getLogger(__name__)
+
+# Columns apply_min_counts adds while it filters (dropped from its result).
+_USER_ROWS, _USER_FIRST, _ITEM_ROWS, _ITEM_FIRST = "_user_rows", "_user_first", "_item_rows", "_item_first"
 
 #: Allowed values of ``deduplicate(how=...)``.
 DEDUPE_MODES: tuple[str, ...] = ("sum", "max", "count", "binary")
@@ -105,10 +108,13 @@ def apply_min_counts(
     subset in which both conditions hold (the order of removals does not
     matter), so it is deterministic.
 
-    Each pass's result is checkpointed, which truncates the query plan (dozens
-    of passes would otherwise build a plan that takes minutes to optimise) and
-    is materialised by the same job that counts it: one Spark job per pass,
-    plus one for the input counts.
+    One Spark action per pass, plus one for the input, and no join: every row
+    carries its user's and its item's row counts (two window shuffles), so a
+    pass is a filter on them, and flags marking the first row of each user and
+    item turn the pass's counts into one aggregation. The annotated rows are
+    checkpointed, which truncates the query plan (dozens of passes would
+    otherwise build a plan that takes minutes to optimise) and is materialised
+    by that same action. Only the three counts reach the driver.
 
     Parameters
     ----------
@@ -153,13 +159,33 @@ def apply_min_counts(
                 f"apply_min_counts: {config_prefix}{name}={value!r} must be an integer >= {lowest}."
             )
 
-    def stats(frame: DataFrame, number: int, previous_rows: int | None) -> ThresholdPass:
-        with job_description(frame.sparkSession, f"threshold pass {number}" if number else "deduplicate"):
-            row = frame.agg(
-                F.count(F.lit(1)).alias("rows"),
-                F.countDistinct(user_col).alias("users"),
-                F.countDistinct(item_col).alias("items"),
-            ).first()
+    # Each row carries its user's and its item's row counts and whether it is the first row of either, so a
+    # pass filters without a join and counts rows, users and items without countDistinct: two shuffles (by
+    # user, by item) and one aggregation per pass.
+    by_user = Window.partitionBy(user_col).orderBy(item_col)
+    by_item = Window.partitionBy(item_col).orderBy(user_col)
+    everything = (Window.unboundedPreceding, Window.unboundedFollowing)
+    keep = (
+        F.col(user_col).isNotNull() & F.col(item_col).isNotNull()  # a null id never matched the old join keys
+        & (F.col(_USER_ROWS) >= min_user_interactions) & (F.col(_ITEM_ROWS) >= min_item_interactions)
+    )
+
+    def counted(frame: DataFrame, number: int, previous_rows: int | None) -> tuple[ThresholdPass, DataFrame]:
+        """``frame`` with the counts columns, checkpointed by the pass's one action, and the pass's counts."""
+        annotated = (
+            frame.withColumn(_USER_ROWS, F.count(F.lit(1)).over(by_user.rowsBetween(*everything)))
+            .withColumn(_USER_FIRST, F.row_number().over(by_user) == 1)
+            .withColumn(_ITEM_ROWS, F.count(F.lit(1)).over(by_item.rowsBetween(*everything)))
+            .withColumn(_ITEM_FIRST, F.row_number().over(by_item) == 1)
+        )
+        # Lazy: materialised by the counting job below (with AQE the shuffles run here).
+        annotated = (annotated.checkpoint(eager=False) if reliable_checkpoint
+                     else annotated.localCheckpoint(eager=False))
+        row = annotated.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count(F.when(F.col(_USER_FIRST) & F.col(user_col).isNotNull(), True)).alias("users"),
+            F.count(F.when(F.col(_ITEM_FIRST) & F.col(item_col).isNotNull(), True)).alias("items"),
+        ).first()
         rows = int(row["rows"])
         removed = 0 if previous_rows is None else previous_rows - rows
         result = ThresholdPass(number, rows, int(row["users"]), int(row["items"]), removed)
@@ -167,23 +193,16 @@ def apply_min_counts(
             "threshold pass %d: %d rows, %d users, %d items (%d rows removed)",
             number, result.rows, result.users, result.items, removed,
         )
-        return result
+        return result, annotated
 
-    passes = [stats(df, 0, None)]
-    current = df
+    spark = df.sparkSession
+    with job_description(spark, "deduplicate"):
+        first, current = counted(df.select(*df.columns), 0, None)
+    passes = [first]
     for number in range(1, max_passes + 1):
-        good_users = (
-            current.groupBy(user_col).count().filter(F.col("count") >= min_user_interactions).select(user_col)
-        )
-        good_items = (
-            current.groupBy(item_col).count().filter(F.col("count") >= min_item_interactions).select(item_col)
-        )
-        kept = current.join(good_users, user_col, "left_semi").join(good_items, item_col, "left_semi")
-        kept = kept.select(*df.columns)
-        # Lazy checkpoint: materialised by the counting job below.
-        kept = kept.checkpoint(eager=False) if reliable_checkpoint else kept.localCheckpoint(eager=False)
-        passes.append(stats(kept, number, passes[-1].rows))
-        current = kept
+        with job_description(spark, f"threshold pass {number}"):
+            result, current = counted(current.filter(keep).select(*df.columns), number, passes[-1].rows)
+        passes.append(result)
         if passes[-1].rows == 0:
             raise DataValidationError(
                 f"apply_min_counts: the thresholds {config_prefix}min_user_interactions="
@@ -193,7 +212,7 @@ def apply_min_counts(
                 "items). Lower the thresholds or check the input is the intended dataset."
             )
         if passes[-1].rows_removed == 0:
-            return current, passes
+            return current.select(*df.columns), passes
     raise DataValidationError(
         f"apply_min_counts: still removing rows after {config_prefix}max_passes={max_passes} "
         f"passes ({passes[-1].rows_removed} removed in the last one). Raise "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from pyspark import StorageLevel
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -71,6 +72,16 @@ def build_id_map(
     DataValidationError
         More ids than fit in int32, or ``existing`` lacks the columns.
     """
+    return build_id_map_sized(df, id_col, idx_col, existing)[0]
+
+
+def build_id_map_sized(
+    df: DataFrame,
+    id_col: str,
+    idx_col: str,
+    existing: DataFrame | None = None,
+) -> tuple[DataFrame, int]:
+    """:func:`build_id_map` plus the map's :func:`map_size`, known without another Spark job."""
     ids = (
         df.select(F.col(id_col).cast("string").alias(id_col))
         .where(F.col(id_col).isNotNull())
@@ -113,9 +124,10 @@ def build_id_map(
     )
     new = ordered.select(id_col, (offset + position).cast("int").alias(idx_col))
     log.info("build_id_map(%s): %d new ids, indices %d..%d", id_col, running - start, start, running - 1)
+    # max(idx) + 1: new ids end at running - 1; without new ids, running = max(existing idx) + 1.
     if existing is None:
-        return new.localCheckpoint(eager=True)
-    return existing.unionByName(new).localCheckpoint(eager=True)
+        return new.localCheckpoint(eager=True), running
+    return existing.unionByName(new).localCheckpoint(eager=True), running
 
 
 def map_size(map_df: DataFrame, idx_col: str | None = None) -> int:
@@ -192,6 +204,7 @@ def apply_id_maps(
     item_map: DataFrame,
     *,
     check_unmatched: bool = True,
+    persist: StorageLevel | None = None,
 ) -> DataFrame:
     """Replace ``user_id``/``item_id`` by ``user_idx``/``item_idx``.
 
@@ -208,12 +221,17 @@ def apply_id_maps(
         from different data, and dropping the rows would hide it. False skips
         the job; unmatched rows then get a null index and must be handled by
         the caller.
+    persist : StorageLevel, optional
+        Persist the result (compact int columns, no string ids) at this level;
+        the unmatched check is then the job that fills the cache, so the
+        join runs once. The caller unpersists it.
 
     Returns
     -------
     DataFrame
         ``user_idx`` (int), ``item_idx`` (int), ``weight`` (double),
-        ``timestamp`` (timestamp; null when ``df`` has none). Lazy.
+        ``timestamp`` (timestamp; null when ``df`` has none). Lazy; with
+        ``persist`` and the check, materialised.
 
     Raises
     ------
@@ -226,26 +244,34 @@ def apply_id_maps(
         .join(user_map.select(USER_ID, USER_IDX), USER_ID, "left")
         .join(item_map.select(ITEM_ID, ITEM_IDX), ITEM_ID, "left")
     )
-    if check_unmatched:
-        row = joined.agg(
-            F.count(F.when(F.col(USER_IDX).isNull(), True)).alias("users"),
-            F.count(F.when(F.col(ITEM_IDX).isNull(), True)).alias("items"),
-            _first_where(F.col(USER_IDX).isNull(), USER_ID).alias("user"),
-            _first_where(F.col(ITEM_IDX).isNull(), ITEM_ID).alias("item"),
-        ).first()
-        if row["users"] or row["items"]:
-            raise DataValidationError(
-                f"apply_id_maps: {row['users']} rows have a user_id missing from the user map "
-                f"(e.g. {row['user']!r}) and {row['items']} rows an item_id missing from the item "
-                f"map (e.g. {row['item']!r}). Build the maps from the same (filtered) interactions "
-                "you index, passing the previous map as `existing`."
-            )
-    return joined.select(
+    out = joined.select(
         F.col(USER_IDX).cast("int").alias(USER_IDX),
         F.col(ITEM_IDX).cast("int").alias(ITEM_IDX),
         F.col(WEIGHT).cast("double").alias(WEIGHT),
         F.col(TIMESTAMP).cast("timestamp").alias(TIMESTAMP),
     )
+    if persist is not None:
+        out = out.persist(persist)
+    if check_unmatched:
+        # Counted on the output (its cache when persisted); the example ids only on failure.
+        row = out.agg(
+            F.count(F.when(F.col(USER_IDX).isNull(), True)).alias("users"),
+            F.count(F.when(F.col(ITEM_IDX).isNull(), True)).alias("items"),
+        ).first()
+        if row["users"] or row["items"]:
+            if persist is not None:
+                out.unpersist()
+            example = joined.agg(
+                _first_where(F.col(USER_IDX).isNull(), USER_ID).alias("user"),
+                _first_where(F.col(ITEM_IDX).isNull(), ITEM_ID).alias("item"),
+            ).first()
+            raise DataValidationError(
+                f"apply_id_maps: {row['users']} rows have a user_id missing from the user map "
+                f"(e.g. {example['user']!r}) and {row['items']} rows an item_id missing from the item "
+                f"map (e.g. {example['item']!r}). Build the maps from the same (filtered) interactions "
+                "you index, passing the previous map as `existing`."
+            )
+    return out
 
 
 def _first_where(cond, col: str):

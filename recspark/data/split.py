@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -55,6 +56,21 @@ class SplitResult:
 
     def __iter__(self) -> Iterator[DataFrame]:
         return iter((self.train, self.test))
+
+    def persist(self, level: StorageLevel = StorageLevel.MEMORY_AND_DISK) -> SplitResult:
+        """The same split over a persisted ``tagged``: the first job (e.g. :meth:`counts`) fills the cache.
+
+        Then counting, checking and writing both sides run the split's shuffle
+        once instead of once per job. Call :meth:`unpersist` when done.
+        """
+        columns = [c for c in self.tagged.columns if c != _IS_TEST]
+        tagged = self.tagged.persist(level)
+        return SplitResult(train=tagged.filter(~F.col(_IS_TEST)).select(*columns),
+                           test=tagged.filter(F.col(_IS_TEST)).select(*columns), tagged=tagged)
+
+    def unpersist(self) -> None:
+        """Drop the cache of :meth:`persist` (a no-op when not persisted)."""
+        self.tagged.unpersist()
 
     def counts(self) -> SplitCounts:
         """Train rows, test rows and users with test rows, in one aggregation."""

@@ -23,7 +23,7 @@ from recspark.config import DataConfig, FeaturesConfig, SideFeatures, SplitConfi
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.features import feature_ids
 from recspark.data.filtering import apply_min_counts, deduplicate
-from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, map_size, save_id_map
+from recspark.data.indexing import apply_id_maps, build_id_map_sized, load_id_map, save_id_map
 from recspark.data.ingest import RejectReport, read_interactions, validate_interactions
 from recspark.data.matrix import InteractionMatrix, read_matrix, write_matrix
 from recspark.data.split import check_disjoint, holdout_split, item_holdout_split, time_split
@@ -117,20 +117,18 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
         old_users, old_items = (None, None) if previous_id_maps is None else (
             load_id_map(spark, f"{previous_id_maps}/users", id_col=USER_ID, idx_col=USER_IDX),
             load_id_map(spark, f"{previous_id_maps}/items", id_col=ITEM_ID, idx_col=ITEM_IDX))
-        user_map = build_id_map(filtered, USER_ID, USER_IDX, existing=old_users)
-        item_map = build_id_map(filtered, ITEM_ID, ITEM_IDX, existing=old_items)
+        user_map, n_users = build_id_map_sized(filtered, USER_ID, USER_IDX, existing=old_users)
+        item_map, n_items = build_id_map_sized(filtered, ITEM_ID, ITEM_IDX, existing=old_items)
         if features is not None:
-            warm = map_size(user_map), map_size(item_map)
-            user_map = _with_feature_only_ids(spark, features.users, user_map, USER_ID, USER_IDX)
-            item_map = _with_feature_only_ids(spark, features.items, item_map, ITEM_ID, ITEM_IDX)
+            warm = n_users, n_items
+            user_map, n_users = _with_feature_only_ids(spark, features.users, user_map, n_users, USER_ID, USER_IDX)
+            item_map, n_items = _with_feature_only_ids(spark, features.items, item_map, n_items, ITEM_ID, ITEM_IDX)
         save_id_map(user_map, paths["id_maps/users"], overwrite=True)
         save_id_map(item_map, paths["id_maps/items"], overwrite=True)
-        n_users, n_items = map_size(user_map), map_size(item_map)
         if features is not None:
             count({"cold_users": n_users - warm[0], "cold_items": n_items - warm[1]})
-        # Persisted: counting the split, checking disjointness and writing the matrix
-        # would otherwise each re-run the join with the id maps.
-        indexed = apply_id_maps(filtered, user_map, item_map).persist(StorageLevel.MEMORY_AND_DISK)
+        # Persisted (compact ints), filled by the unmatched-id check: the split would otherwise re-run the join.
+        indexed = apply_id_maps(filtered, user_map, item_map, persist=StorageLevel.MEMORY_AND_DISK)
     with timer.stage("split"):
         if split.strategy == "holdout":
             result = holdout_split(indexed, test_user_fraction=split.test_user_fraction, k=split.holdout_k,
@@ -139,20 +137,23 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
             result = item_holdout_split(indexed, test_item_fraction=split.test_item_fraction, seed=split.seed)
         else:
             result = time_split(indexed, last_n=split.time_last_n, cutoff=split.time_cutoff)
+        # Persisted, filled by the counts: checking disjointness and writing both sides reuse the split's shuffle.
+        result = result.persist(StorageLevel.MEMORY_AND_DISK)
         count(result.counts().as_metrics())
+        indexed.unpersist()
         check_disjoint(result.train, result.test)
         write_matrix(result.train, result.test, paths["matrix"], n_users=n_users, n_items=n_items)
         matrix = read_matrix(spark, paths["matrix"])
-        indexed.unpersist()
+        result.unpersist()
     density = (matrix.train_rows + matrix.test_rows) / max(n_users * n_items, 1)
     count({"n_users": n_users, "n_items": n_items, "sparsity": 1.0 - density})
     return PreparedData(matrix=matrix, counts=counts, paths=paths)
 
 
-def _with_feature_only_ids(spark: SparkSession, conf: SideFeatures, id_map: DataFrame, id_col: str,
-                           idx_col: str) -> DataFrame:
-    """``id_map`` plus the ids that appear only in the side's feature files (appended, never renumbered)."""
+def _with_feature_only_ids(spark: SparkSession, conf: SideFeatures, id_map: DataFrame, size: int, id_col: str,
+                           idx_col: str) -> tuple[DataFrame, int]:
+    """``id_map`` (of ``size`` slots) plus the ids only in the side's feature files (appended), and its size."""
     if not conf.sources or not conf.cold_start:
-        return id_map
+        return id_map, size
     ids = feature_ids(spark, conf.sources, id_col).select(F.col("id").alias(id_col))
-    return build_id_map(ids, id_col, idx_col, existing=id_map)
+    return build_id_map_sized(ids, id_col, idx_col, existing=id_map)

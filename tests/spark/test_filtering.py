@@ -84,3 +84,38 @@ def test_threshold_passes_are_named_in_the_spark_ui(spark, job_descriptions):
     named = job_descriptions()
     assert {"deduplicate", "threshold pass 1", "threshold pass 2"} <= set(named), named
     assert spark.sparkContext.getLocalProperty("spark.job.description") is None  # restored after
+
+
+def _reference_min_counts(pairs, min_user, min_item):
+    """The threshold as it was before issue 18.5 (a semi join per side and pass), in plain Python."""
+    import collections
+
+    def stats(number, current, previous):
+        users, items = {u for u, _ in current if u is not None}, {i for _, i in current if i is not None}
+        removed = 0 if previous is None else previous - len(current)
+        return ThresholdPass(number, len(current), len(users), len(items), removed)
+
+    passes, current = [stats(0, pairs, None)], pairs
+    while True:
+        users, items = collections.Counter(u for u, _ in current), collections.Counter(i for _, i in current)
+        current = [(u, i) for u, i in current
+                   if u is not None and i is not None and users[u] >= min_user and items[i] >= min_item]
+        passes.append(stats(len(passes), current, passes[-1].rows))
+        if passes[-1].rows_removed == 0:
+            return sorted(current, key=str), passes
+
+
+def test_min_counts_match_the_join_based_reference_with_repeats_and_null_ids(spark):
+    # Issue 18.5 replaced the semi joins by per-row window counts: same rows, same passes, null ids included.
+    import random
+
+    rng = random.Random(7)
+    pairs = [(f"u{rng.randrange(40)}", f"i{int(rng.paretovariate(1.2)) % 30}") for _ in range(400)]
+    pairs += [(None, "i1"), (None, "i1"), ("u1", None), ("u2", None)]  # repeats kept: not deduplicated
+    df = spark.createDataFrame([(u, i, 1.0, T1) for u, i in pairs], SCHEMA).repartition(3)
+    for min_user, min_item in ((5, 5), (12, 3), (1, 8), (1, 1)):
+        out, passes = apply_min_counts(df, min_user_interactions=min_user, min_item_interactions=min_item)
+        expected_rows, expected_passes = _reference_min_counts(pairs, min_user, min_item)
+        assert passes == expected_passes, (min_user, min_item)
+        assert sorted(((r[USER_ID], r[ITEM_ID]) for r in out.collect()), key=str) == expected_rows
+        assert out.columns == [USER_ID, ITEM_ID, WEIGHT, TIMESTAMP]

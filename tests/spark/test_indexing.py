@@ -88,3 +88,30 @@ def test_apply_id_maps_replaces_ids_and_refuses_unknown_ids(spark):
     with pytest.raises(DataValidationError) as err:
         apply_id_maps(unknown, users, items)
     assert "1 rows have a user_id missing" in str(err.value) and "'u9'" in str(err.value)
+
+
+def test_persisted_apply_id_maps_and_sized_maps_give_the_same_results(spark):
+    # Issue 18.5: the prepare path persists the indexed rows (filled by the unmatched check) and takes the map
+    # sizes from build_id_map_sized instead of a map_size job each.
+    from pyspark import StorageLevel
+
+    from recspark.data.indexing import build_id_map_sized
+
+    df = spark.createDataFrame(
+        [("u1", "i2", 2.0), ("u2", "i1", 1.0), ("u3", "i1", 1.0)],
+        f"{USER_ID} string, {ITEM_ID} string, {WEIGHT} double",
+    )
+    users, n_users = build_id_map_sized(df, USER_ID, USER_IDX)
+    items, n_items = build_id_map_sized(df, ITEM_ID, ITEM_IDX)
+    assert (n_users, n_items) == (map_size(users), map_size(items)) == (3, 2)
+    more = spark.createDataFrame([("u0",), ("u9",)], f"{USER_ID} string")
+    grown, n_grown = build_id_map_sized(more, USER_ID, USER_IDX, existing=users)
+    assert n_grown == map_size(grown) == 5
+    assert build_id_map_sized(df.limit(0), USER_ID, USER_IDX)[1] == 0
+    plain = apply_id_maps(df, users, items)
+    cached = apply_id_maps(df, users, items, persist=StorageLevel.MEMORY_AND_DISK)
+    assert cached.is_cached and sorted(cached.collect()) == sorted(plain.collect())
+    cached.unpersist()
+    with pytest.raises(DataValidationError, match="1 rows have a user_id missing.*'u9'"):
+        apply_id_maps(df.union(spark.createDataFrame([("u9", "i1", 1.0)], df.schema)), users, items,
+                      persist=StorageLevel.MEMORY_AND_DISK)

@@ -122,3 +122,17 @@ def test_check_disjoint_reports_an_overlapping_pair(spark, timed):
     test = timed.filter(f"{USER_IDX} = 0 AND {ITEM_IDX} = 3")
     with pytest.raises(DataValidationError, match=r"1 \(user_idx, item_idx\) pairs.*'item_idx': 3"):
         check_disjoint(train, test)
+
+
+def test_a_persisted_split_has_the_same_sides_and_counts(spark, interactions):
+    # Issue 18.5: the prepare path persists the split so counting, checking and writing share one shuffle.
+    plain = holdout_split(interactions, test_user_fraction=0.5, k=2, seed=3)
+    cached = plain.persist()
+    try:
+        assert cached.tagged.is_cached
+        assert cached.counts() == plain.counts()
+        for ours, theirs in zip(cached, plain):
+            assert ours.columns == theirs.columns and sorted(ours.collect()) == sorted(theirs.collect())
+    finally:
+        cached.unpersist()
+    assert not cached.tagged.is_cached
