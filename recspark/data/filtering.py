@@ -7,7 +7,7 @@ maps only ever contain users and items that survive filtering.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -19,7 +19,7 @@ from recspark.session import job_description
 log = logging.getLogger(__name__)
 
 # Columns apply_min_counts adds while it filters (dropped from its result).
-_USER_ROWS, _USER_FIRST, _ITEM_ROWS, _ITEM_FIRST = "_user_rows", "_user_first", "_item_rows", "_item_first"
+_USER_ROWS, _USER_FIRST, _ITEM_ROWS = "_user_rows", "_user_first", "_item_rows"
 
 #: Allowed values of ``deduplicate(how=...)``.
 DEDUPE_MODES: tuple[str, ...] = ("sum", "max", "count", "binary")
@@ -108,13 +108,17 @@ def apply_min_counts(
     subset in which both conditions hold (the order of removals does not
     matter), so it is deterministic.
 
-    One Spark action per pass, plus one for the input, and no join: every row
-    carries its user's and its item's row counts (two window shuffles), so a
-    pass is a filter on them, and flags marking the first row of each user and
-    item turn the pass's counts into one aggregation. The annotated rows are
-    checkpointed, which truncates the query plan (dozens of passes would
-    otherwise build a plan that takes minutes to optimise) and is materialised
-    by that same action. Only the three counts reach the driver.
+    One Spark action per pass, plus one for the input: every row carries its
+    user's row count (a window over the user's rows, which also flags a user's
+    first row) and its item's (a hash aggregation joined back, broadcast when
+    the item table is small), so a pass is a filter on them and one
+    aggregation gives the pass's rows, users, items and how many rows the
+    next pass would remove. When that is none the next pass is known without
+    running it (it keeps every row), so the common case, input already
+    stable, costs one action. The annotated rows are checkpointed, which
+    truncates the query plan (dozens of passes would otherwise build a plan
+    that takes minutes to optimise) and is materialised by that same action.
+    Only the counts reach the driver.
 
     Parameters
     ----------
@@ -159,49 +163,51 @@ def apply_min_counts(
                 f"apply_min_counts: {config_prefix}{name}={value!r} must be an integer >= {lowest}."
             )
 
-    # Each row carries its user's and its item's row counts and whether it is the first row of either, so a
-    # pass filters without a join and counts rows, users and items without countDistinct: two shuffles (by
-    # user, by item) and one aggregation per pass.
     by_user = Window.partitionBy(user_col).orderBy(item_col)
-    by_item = Window.partitionBy(item_col).orderBy(user_col)
-    everything = (Window.unboundedPreceding, Window.unboundedFollowing)
     keep = (
-        F.col(user_col).isNotNull() & F.col(item_col).isNotNull()  # a null id never matched the old join keys
+        F.col(user_col).isNotNull() & F.col(item_col).isNotNull()  # rows with a null id never count
         & (F.col(_USER_ROWS) >= min_user_interactions) & (F.col(_ITEM_ROWS) >= min_item_interactions)
     )
 
-    def counted(frame: DataFrame, number: int, previous_rows: int | None) -> tuple[ThresholdPass, DataFrame]:
-        """``frame`` with the counts columns, checkpointed by the pass's one action, and the pass's counts."""
+    def counted(frame: DataFrame, number: int, previous_rows: int | None) -> tuple[ThresholdPass, int, DataFrame]:
+        """The pass's counts, the rows the next pass would drop, and ``frame`` annotated and checkpointed."""
+        item_rows = frame.groupBy(item_col).agg(F.count(F.lit(1)).alias(_ITEM_ROWS))
         annotated = (
-            frame.withColumn(_USER_ROWS, F.count(F.lit(1)).over(by_user.rowsBetween(*everything)))
+            frame.withColumn(_USER_ROWS, F.count(F.lit(1)).over(
+                by_user.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)))
             .withColumn(_USER_FIRST, F.row_number().over(by_user) == 1)
-            .withColumn(_ITEM_ROWS, F.count(F.lit(1)).over(by_item.rowsBetween(*everything)))
-            .withColumn(_ITEM_FIRST, F.row_number().over(by_item) == 1)
+            .join(item_rows, item_col, "left")
         )
-        # Lazy: materialised by the counting job below (with AQE the shuffles run here).
+        # Lazy: materialised by the counting job below.
         annotated = (annotated.checkpoint(eager=False) if reliable_checkpoint
                      else annotated.localCheckpoint(eager=False))
         row = annotated.agg(
             F.count(F.lit(1)).alias("rows"),
             F.count(F.when(F.col(_USER_FIRST) & F.col(user_col).isNotNull(), True)).alias("users"),
-            F.count(F.when(F.col(_ITEM_FIRST) & F.col(item_col).isNotNull(), True)).alias("items"),
+            # An item's rows each add 1/count: exactly 1 per item once rounded (float error ~1e-12 per item).
+            F.sum(F.when(F.col(item_col).isNotNull(), 1.0 / F.col(_ITEM_ROWS))).alias("items"),
+            F.count(F.when(~keep, True)).alias("failing"),
         ).first()
         rows = int(row["rows"])
         removed = 0 if previous_rows is None else previous_rows - rows
-        result = ThresholdPass(number, rows, int(row["users"]), int(row["items"]), removed)
+        result = ThresholdPass(number, rows, int(row["users"]), int(round(row["items"] or 0.0)), removed)
         log.info(
             "threshold pass %d: %d rows, %d users, %d items (%d rows removed)",
             number, result.rows, result.users, result.items, removed,
         )
-        return result, annotated
+        return result, int(row["failing"]), annotated
 
     spark = df.sparkSession
     with job_description(spark, "deduplicate"):
-        first, current = counted(df.select(*df.columns), 0, None)
+        first, failing, current = counted(df.select(*df.columns), 0, None)
     passes = [first]
     for number in range(1, max_passes + 1):
+        if failing == 0:  # this pass would keep every row: record it without running it
+            passes.append(replace(passes[-1], pass_number=number, rows_removed=0))
+            log.info("threshold pass %d: nothing below the thresholds (stable)", number)
+            return current.select(*df.columns), passes
         with job_description(spark, f"threshold pass {number}"):
-            result, current = counted(current.filter(keep).select(*df.columns), number, passes[-1].rows)
+            result, failing, current = counted(current.filter(keep).select(*df.columns), number, passes[-1].rows)
         passes.append(result)
         if passes[-1].rows == 0:
             raise DataValidationError(
@@ -211,8 +217,6 @@ def apply_min_counts(
                 f"(input: {passes[0].rows} rows, {passes[0].users} users, {passes[0].items} "
                 "items). Lower the thresholds or check the input is the intended dataset."
             )
-        if passes[-1].rows_removed == 0:
-            return current.select(*df.columns), passes
     raise DataValidationError(
         f"apply_min_counts: still removing rows after {config_prefix}max_passes={max_passes} "
         f"passes ({passes[-1].rows_removed} removed in the last one). Raise "

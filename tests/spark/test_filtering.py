@@ -82,8 +82,20 @@ def test_threshold_passes_are_named_in_the_spark_ui(spark, job_descriptions):
     rows = [(f"u{u}", f"i{i}", 1.0, T1) for u in range(6) for i in range(6) if (u + i) % 3] + [("lone", "i0", 1.0, T1)]
     apply_min_counts(spark.createDataFrame(rows, SCHEMA), min_user_interactions=2, min_item_interactions=2)
     named = job_descriptions()
-    assert {"deduplicate", "threshold pass 1", "threshold pass 2"} <= set(named), named
+    assert {"deduplicate", "threshold pass 1"} <= set(named), named
+    assert "threshold pass 2" not in named  # pass 1's counts showed nothing left to remove: not run
     assert spark.sparkContext.getLocalProperty("spark.job.description") is None  # restored after
+
+
+def test_stable_input_costs_one_counting_action(spark, job_descriptions):
+    """Input that already meets the thresholds: the input's counts show it, and no pass runs (issue 18.5)."""
+    rows = [(f"u{u}", f"i{i}", 1.0, T1) for u in range(4) for i in range(4)]
+    out, passes = apply_min_counts(spark.createDataFrame(rows, SCHEMA), min_user_interactions=3,
+                                   min_item_interactions=3)
+    assert passes == [ThresholdPass(0, rows=16, users=4, items=4, rows_removed=0),
+                      ThresholdPass(1, rows=16, users=4, items=4, rows_removed=0)]
+    assert out.count() == 16
+    assert not any(name.startswith("threshold pass") for name in job_descriptions())
 
 
 def _reference_min_counts(pairs, min_user, min_item):
@@ -106,7 +118,8 @@ def _reference_min_counts(pairs, min_user, min_item):
 
 
 def test_min_counts_match_the_join_based_reference_with_repeats_and_null_ids(spark):
-    # Issue 18.5 replaced the semi joins by per-row window counts: same rows, same passes, null ids included.
+    # Issue 18.5 replaced the semi joins by per-row counts (a user window, a joined item aggregate) and skips
+    # the pass that would remove nothing: same rows, same passes, null ids included.
     import random
 
     rng = random.Random(7)
