@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench_scale import parse_size  # beside this file: the benchmarks folder is the first import path
 from recspark.config import SyntheticSpec, TrainConfig, load_config
 from recspark.data.synthetic import generate_if_missing
 from recspark.pipeline.train import run_training
@@ -108,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     results, load = [], {"start": os.getloadavg()}
     for name in args.datasets:
         if name.startswith("synthetic-"):
-            n = int(float(name.split("-")[1].lower().replace("m", "e6").replace("k", "e3")))
-            path, overrides = _synthetic(spark, cache, n)
+            path, overrides = _synthetic(spark, cache, parse_size(name.split("-", 1)[1]))
         else:
             found = loaders[name](cache)
             if found is None:

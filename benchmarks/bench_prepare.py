@@ -30,6 +30,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from bench_scale import parse_size  # beside this file: the benchmarks folder is the first import path
 from recspark.config import AlsConfig, DataConfig, SplitConfig, SyntheticSpec
 from recspark.data.synthetic import generate_if_missing
 from recspark.models.fit import fit_als
@@ -137,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.datasets:
         if name.startswith("synthetic-"):
-            n = int(float(name.split("-")[1].lower().replace("m", "e6").replace("k", "e3")))
-            path, data_kw = _synthetic(spark, cache, n)
+            path, data_kw = _synthetic(spark, cache, parse_size(name.split("-", 1)[1]))
         else:
             path, data_kw = _ml100k(cache)
         for _ in range(args.repeat):
