@@ -9,7 +9,8 @@ items (1M users and 100k items at 20M) once under ``--cache`` (outside the
 repo; reused while ``_SUCCESS`` markers exist). Then the real job runs as a
 user runs it: ``./spark-submit.sh --master local[2] --driver-memory 2g
 jobs/train.py --conf conf/demo.yaml`` with ALS rank 64 x 10 iterations, WARP
-64 components x 5 epochs, no learning curves, evaluation of all test users
+64 components x 5 epochs, no learning curves, evaluation of the test users
+(the job's default: a seeded sample of 50k above that many)
 and top-10 recommendations for all users, writing its outputs and a sqlite
 MLflow store under ``--work``.
 
