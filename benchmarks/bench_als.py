@@ -106,11 +106,15 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def train_config(rank: int):
+def train_config(rank: int, blocks: int = 0):
+    """conf/demo.yaml with ``rank``; ``blocks`` > 0 sets ALS's user and item block counts (0: Spark's 10)."""
     from recspark.config import TrainConfig
     from recspark.config.loading import load_config
 
-    return load_config(REPO / "conf" / "demo.yaml", TrainConfig, [f"als.rank={rank}", "data.generate=null"])
+    overrides = [f"als.rank={rank}", "data.generate=null"]
+    if blocks:
+        overrides += [f"als.num_user_blocks={blocks}", f"als.num_item_blocks={blocks}"]
+    return load_config(REPO / "conf" / "demo.yaml", TrainConfig, overrides)
 
 
 # --------------------------------------------------------------------------- data (once)
@@ -188,7 +192,8 @@ def java_options(variant: str, native_lib: str | None) -> str:
     return f"-Ddev.ludovic.netlib.blas.nativeLibPath={lib} -Ddev.ludovic.netlib.lapack.nativeLibPath={lapack}"
 
 
-def spark_fit(cache: Path, out: Path, variant: str, rank: int, native_lib: str | None, driver_memory: str) -> dict:
+def spark_fit(cache: Path, out: Path, variant: str, rank: int, native_lib: str | None, driver_memory: str,
+              blocks: int) -> dict:
     """Worker: one Spark ALS fit; writes factors to ``out`` and returns timings and what BLAS the JVM used."""
     from pyspark import StorageLevel
 
@@ -196,7 +201,7 @@ def spark_fit(cache: Path, out: Path, variant: str, rank: int, native_lib: str |
     from recspark.models.als import factor_frames, fit_spark_als
     from recspark.session import build_session
 
-    als = train_config(rank).als
+    als = train_config(rank, blocks).als
     opts = java_options(variant, native_lib)
     conf = {"spark.driver.memory": driver_memory, "spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false",
             **({"spark.driver.extraJavaOptions": opts, "spark.executor.extraJavaOptions": opts} if opts else {})}
@@ -224,7 +229,7 @@ def spark_fit(cache: Path, out: Path, variant: str, rank: int, native_lib: str |
         np.save(out / f"{name}_factors.npy", factors)
     version = spark.version
     spark.stop()
-    return {"variant": variant, "spark": version, "fit_s": round(fit_s, 1), "cpu_s": round(cpu_s, 1),
+    return {"variant": variant, "blocks": blocks or 10, "spark": version, "fit_s": round(fit_s, 1), "cpu_s": round(cpu_s, 1),
             "train_rows": rows, "blas": blas, "lapack": lapack, "native_libs": libs, "java_options": opts,
             "load_start": load_start, "load_end": loadavg(),
             "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
@@ -289,8 +294,8 @@ def cosine_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 # --------------------------------------------------------------------------- driver
 
 
-def run_worker(args: argparse.Namespace, variant: str, index: int) -> dict:
-    out = Path(args.work) / f"{variant}-{index}"
+def run_worker(args: argparse.Namespace, variant: str, blocks: int, index: int) -> dict:
+    out = Path(args.work) / f"{variant}-{blocks or 10}b-{index}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     env = {**os.environ, "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
@@ -300,7 +305,7 @@ def run_worker(args: argparse.Namespace, variant: str, index: int) -> dict:
     if variant != "native-mt":
         env["OPENBLAS_NUM_THREADS"] = "1"
     cmd = [sys.executable, __file__, "--worker", variant, "--cache", args.cache, "--out", str(out),
-           "--rank", str(args.rank), "--driver-memory", args.driver_memory,
+           "--rank", str(args.rank), "--driver-memory", args.driver_memory, "--blocks", str(blocks),
            *(["--native-lib", args.native_lib] if args.native_lib else [])]
     log = out / "worker.log"
     with log.open("w") as f:
@@ -322,11 +327,11 @@ def run_worker(args: argparse.Namespace, variant: str, index: int) -> dict:
 
 def summary(results: list[dict]) -> list[dict]:
     rows = []
-    for variant in dict.fromkeys(r["variant"] for r in results):
-        runs = [r for r in results if r["variant"] == variant]
+    for variant, blocks in dict.fromkeys((r["variant"], r.get("blocks")) for r in results):
+        runs = [r for r in results if (r["variant"], r.get("blocks")) == (variant, blocks)]
         times = [r["fit_s"] for r in runs]
         cpus = [r["cpu_s"] for r in runs if "cpu_s" in r]
-        row = {"variant": variant, "runs": len(runs), "median_s": round(statistics.median(times), 1),
+        row = {"variant": variant, "blocks": blocks, "runs": len(runs), "median_s": round(statistics.median(times), 1),
                "min_s": min(times), "max_s": max(times),
                "cpu_median_s": round(statistics.median(cpus), 1) if cpus else None,
                "p_at_10": statistics.median(r["p_at_10"] for r in runs),
@@ -341,14 +346,14 @@ def summary(results: list[dict]) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     java = next((r for r in rows if r["variant"] == "java"), None)
-    lines = ["| variant | BLAS / LAPACK | runs | fit s median | min | max | vs java | CPU s median | vs java "
-             "| p@10 | load (1 min) at start |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | blocks | BLAS / LAPACK | runs | fit s median | min | max | vs java | CPU s median | vs java "
+             "| p@10 | load (1 min) at start |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"{java['median_s'] / r['median_s']:.2f}x" if java else ""
         cpu = f"{r['cpu_median_s']:.1f}" if r["cpu_median_s"] else ""
         cpu_ratio = f"{java['cpu_median_s'] / r['cpu_median_s']:.2f}x" if java and java["cpu_median_s"] and \
             r["cpu_median_s"] else ""
-        lines.append(f"| {r['variant']} | {r['impl']} | {r['runs']} | {r['median_s']:.1f} | {r['min_s']:.1f} | "
+        lines.append(f"| {r['variant']} | {r['blocks'] or ''} | {r['impl']} | {r['runs']} | {r['median_s']:.1f} | {r['min_s']:.1f} | "
                      f"{r['max_s']:.1f} | {ratio} | {cpu} | {cpu_ratio} | {r['p_at_10']:.4f} | "
                      f"{', '.join(f'{x:.1f}' for x in r['load_1m'])} |")
     return "\n".join(lines)
@@ -360,6 +365,8 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--variants", nargs="+", default=["java", "native"], choices=SPARK_VARIANTS)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each Spark variant, alternating")
+    parser.add_argument("--blocks", nargs="+", type=int, default=[0],
+                        help="ALS user and item block counts to compare (0: Spark's default, 10)")
     parser.add_argument("--implicit", nargs="*", default=list(IMPLICIT_VARIANTS), choices=IMPLICIT_VARIANTS)
     parser.add_argument("--implicit-repeats", type=int, default=3)
     parser.add_argument("--native-lib", help="file or soname for netlib's nativeLibPath (default: netlib's "
@@ -378,7 +385,8 @@ def main() -> None:
         build_matrix(cache, args.rank)
         return
     if args.worker in SPARK_VARIANTS:
-        print(json.dumps(spark_fit(cache, Path(args.out), args.worker, args.rank, args.native_lib, args.driver_memory)))
+        print(json.dumps(spark_fit(cache, Path(args.out), args.worker, args.rank, args.native_lib, args.driver_memory,
+                                   args.blocks[0])))
         return
     if args.worker in IMPLICIT_VARIANTS:
         print(json.dumps(implicit_fit(cache, Path(args.out), args.worker, args.rank)))
@@ -394,16 +402,16 @@ def main() -> None:
     m = load_matrix(cache)
     print(f"matrix: {int(m['shape'][0]):,} users x {int(m['shape'][1]):,} items, {len(m['train_user']):,} train "
           f"rows, {len(m['test_user']):,} test rows; load {load_start}", flush=True)
-    plan = [v for i in range(args.repeats) for v in args.variants] + \
-        [v for v in args.implicit for _ in range(args.implicit_repeats)]
+    plan = [(v, b) for i in range(args.repeats) for v in args.variants for b in args.blocks] + \
+        [(v, 0) for v in args.implicit for _ in range(args.implicit_repeats)]
     results = []
-    for variant in plan:
-        index = sum(r["variant"] == variant for r in results)
-        result = run_worker(args, variant, index)
+    for variant, blocks in plan:
+        index = sum(r["variant"] == variant and r.get("blocks", 10) == (blocks or 10) for r in results)
+        result = run_worker(args, variant, blocks, index)
         f = Path(result["factors"])
         result["p_at_10"] = precision_at_10(m, np.load(f / "user_factors.npy"), np.load(f / "item_factors.npy"))
         results.append(result)
-        print(f"{variant} #{index}: fit {result['fit_s']} s ({result.get('cpu_s')} CPU s), p@10 {result['p_at_10']}, "
+        print(f"{variant} ({blocks or 10} blocks) #{index}: fit {result['fit_s']} s ({result.get('cpu_s')} CPU s), p@10 {result['p_at_10']}, "
               f"load {result['load_start']} -> {result['load_end']}"
               + (f", {result['blas']}/{result['lapack']} {result['native_libs']}" if "blas" in result else ""),
               flush=True)
