@@ -107,7 +107,7 @@ def process_cpu_s(pid: int) -> float:
 
 
 def train_config(rank: int, blocks: int = 0):
-    """conf/demo.yaml with ``rank``; ``blocks`` > 0 sets ALS's user and item block counts (0: Spark's 10)."""
+    """conf/demo.yaml with ``rank``; ``blocks`` > 0 sets ALS's user and item block counts (0: recspark's default, one per task slot)."""
     from recspark.config import TrainConfig
     from recspark.config.loading import load_config
 
@@ -227,9 +227,9 @@ def spark_fit(cache: Path, out: Path, variant: str, rank: int, native_lib: str |
         factors = np.zeros((n, als.rank), dtype=np.float32)
         factors[pdf[col].to_numpy()] = np.stack(pdf["features"].to_numpy()).astype(np.float32)
         np.save(out / f"{name}_factors.npy", factors)
-    version = spark.version
+    version, slots = spark.version, spark.sparkContext.defaultParallelism
     spark.stop()
-    return {"variant": variant, "blocks": blocks or 10, "spark": version, "fit_s": round(fit_s, 1), "cpu_s": round(cpu_s, 1),
+    return {"variant": variant, "blocks": blocks or slots, "spark": version, "fit_s": round(fit_s, 1), "cpu_s": round(cpu_s, 1),
             "train_rows": rows, "blas": blas, "lapack": lapack, "native_libs": libs, "java_options": opts,
             "load_start": load_start, "load_end": loadavg(),
             "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
@@ -295,7 +295,7 @@ def cosine_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def run_worker(args: argparse.Namespace, variant: str, blocks: int, index: int) -> dict:
-    out = Path(args.work) / f"{variant}-{blocks or 10}b-{index}"
+    out = Path(args.work) / f"{variant}-{blocks or 'default'}b-{index}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     env = {**os.environ, "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
@@ -366,7 +366,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["java", "native"], choices=SPARK_VARIANTS)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each Spark variant, alternating")
     parser.add_argument("--blocks", nargs="+", type=int, default=[0],
-                        help="ALS user and item block counts to compare (0: Spark's default, 10)")
+                        help="ALS user and item block counts to compare (0: recspark's default, one per task slot; "
+                             "Spark's own default is 10)")
     parser.add_argument("--implicit", nargs="*", default=list(IMPLICIT_VARIANTS), choices=IMPLICIT_VARIANTS)
     parser.add_argument("--implicit-repeats", type=int, default=3)
     parser.add_argument("--native-lib", help="file or soname for netlib's nativeLibPath (default: netlib's "
@@ -406,12 +407,12 @@ def main() -> None:
         [(v, 0) for v in args.implicit for _ in range(args.implicit_repeats)]
     results = []
     for variant, blocks in plan:
-        index = sum(r["variant"] == variant and r.get("blocks", 10) == (blocks or 10) for r in results)
-        result = run_worker(args, variant, blocks, index)
+        index = sum(r["variant"] == variant and r["requested_blocks"] == blocks for r in results)
+        result = {**run_worker(args, variant, blocks, index), "requested_blocks": blocks}
         f = Path(result["factors"])
         result["p_at_10"] = precision_at_10(m, np.load(f / "user_factors.npy"), np.load(f / "item_factors.npy"))
         results.append(result)
-        print(f"{variant} ({blocks or 10} blocks) #{index}: fit {result['fit_s']} s ({result.get('cpu_s')} CPU s), p@10 {result['p_at_10']}, "
+        print(f"{variant} ({result.get('blocks')} blocks) #{index}: fit {result['fit_s']} s ({result.get('cpu_s')} CPU s), p@10 {result['p_at_10']}, "
               f"load {result['load_start']} -> {result['load_end']}"
               + (f", {result['blas']}/{result['lapack']} {result['native_libs']}" if "blas" in result else ""),
               flush=True)

@@ -121,6 +121,8 @@ class AlsConfig:
     seed: int = 42
     nonnegative: bool = False
     checkpoint_interval: int = bounded(5, ge=1)
+    # None: one block per task slot (Spark's defaultParallelism), not Spark's fixed 10.
+    # Factors depend on the block count, so pin both to get identical models on any cluster shape.
     num_user_blocks: int | None = bounded(None, ge=1)
     num_item_blocks: int | None = bounded(None, ge=1)
     # How interaction weights become preferences r_ui (confidence = 1 + alpha * r_ui).

@@ -10,7 +10,7 @@ import pytest
 
 from recspark.config import AlsConfig
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX, WEIGHT
-from recspark.models.als import RATING, factor_frames, fit_spark_als, with_preference
+from recspark.models.als import RATING, build_als, factor_frames, fit_spark_als, with_preference
 
 pytestmark = pytest.mark.spark
 
@@ -40,3 +40,10 @@ def test_same_seed_same_factors(train):
     b = factor_frames(fit_spark_als(train, conf))[1].toPandas().sort_values(ITEM_IDX)
     np.testing.assert_allclose(np.stack(a[FEATURES]), np.stack(b[FEATURES]), rtol=1e-6)
     assert list(a.columns) == [ITEM_IDX, FEATURES]
+
+
+def test_blocks_default_to_task_slots_unless_pinned(spark):
+    als = build_als(AlsConfig(), default_blocks=3)
+    assert (als.getNumUserBlocks(), als.getNumItemBlocks()) == (3, 3)
+    pinned = build_als(AlsConfig(num_user_blocks=10, num_item_blocks=4), default_blocks=3)
+    assert (pinned.getNumUserBlocks(), pinned.getNumItemBlocks()) == (10, 4)

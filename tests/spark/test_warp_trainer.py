@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from recspark.config import SyntheticSpec
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
@@ -18,6 +20,7 @@ from recspark.evaluation.ranking import evaluate
 from recspark.models.baselines import PopularityScorer
 from recspark.models.scoring import FactorScorer
 from recspark.config import KernelParams, TrainerParams
+from recspark.models.warp.frames import arrow_frame, ragged_column, row_slices, vector_column
 from recspark.models.warp.state import SideParams
 from recspark.models.warp.trainer import (
     ShardData,
@@ -272,3 +275,41 @@ def test_trainer_params_are_validated_by_name():
         TrainerParams(epochs=0)
     with pytest.raises(ConfigError, match="strategy"):
         TrainerParams(strategy="async")  # type: ignore[arg-type]
+
+
+def test_user_frames_come_through_arrow_chunks_unchanged(spark, one_shard):
+    """Users leave their blocks as Arrow chunks: every user once, the block's values bit for bit."""
+    blocks = dict(one_shard.user_blocks.collect())
+    users = np.concatenate([b.users for b in blocks.values()])
+    factors = one_shard.user_factors(spark).toPandas().set_index(USER_IDX).loc[users]
+    state = one_shard.user_state_frame(spark).toPandas().set_index(USER_IDX).loc[users]
+    assert len(factors) == len(set(users)) == one_shard.user_factors(spark).count()
+    for name, array in SideParams.concatenate([b.side for b in blocks.values()]).to_dict().items():
+        got = np.stack(state[name]) if array.ndim == 2 else state[name].to_numpy()
+        np.testing.assert_array_equal(got, array)
+    embeddings = np.concatenate([b.side.embeddings for b in blocks.values()])
+    np.testing.assert_array_equal(np.stack(factors["features"]), embeddings)
+
+
+def test_arrow_chunks_cover_every_row_once_and_arrive_as_a_dataframe(spark):
+    assert row_slices(10, 4, chunk_bytes=12) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+    assert row_slices(0, 4) == [] and row_slices(5, 10**9) == [slice(i, i + 1) for i in range(5)]
+    schema = T.StructType([T.StructField("id", T.IntegerType(), False),
+                           T.StructField("v", T.ArrayType(T.FloatType(), False), False),
+                           T.StructField("tags", T.ArrayType(T.IntegerType(), False), False)])
+
+    def batches(parts):
+        for start in parts:
+            rows = np.arange(start, start + 7)
+            counts = rows % 3
+            for piece in row_slices(len(rows), 16, chunk_bytes=40):
+                tags = np.concatenate([np.arange(c, dtype=np.int32) for c in counts[piece]] + [np.zeros(0, np.int32)])
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(rows[piece], pa.int32()), vector_column(np.outer(rows[piece], [1.0, 0.5])),
+                     ragged_column(tags, counts[piece])], names=schema.names)
+
+    frame = arrow_frame(spark, spark.sparkContext.parallelize([0, 7, 14], 2).mapPartitions(batches), schema)
+    out = frame.toPandas().sort_values("id")
+    assert out["id"].tolist() == list(range(21))
+    np.testing.assert_array_equal(np.stack(out["v"]), np.outer(np.arange(21), [1.0, 0.5]).astype(np.float32))
+    assert [list(t) for t in out["tags"]] == [list(range(i % 3)) for i in range(21)]

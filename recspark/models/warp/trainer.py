@@ -67,6 +67,7 @@ from recspark.data.features import FeatureMatrix
 from recspark.errors import ConfigError, DataValidationError
 from recspark.models.scoring import FactorScorer
 from recspark.models.warp import streams
+from recspark.models.warp.frames import arrow_frame, ragged_column, row_slices, vector_column
 from recspark.models.warp.kernel import check_finite, fit_epoch, representations
 from recspark.models.warp.state import SideParams
 from recspark.session import job_description
@@ -575,14 +576,16 @@ class WarpState:
             shared_bc = spark.sparkContext.broadcast(self.user_shared)
             self.broadcasts.append(shared_bc)
 
-        def rows(blocks: Iterable[tuple[int, UserBlock]]) -> Iterator[tuple]:
+        def batches(blocks: Iterable[tuple[int, UserBlock]]) -> Iterator[pa.RecordBatch]:
             shared = shared_bc.value if shared_bc is not None else None
             for _, block in blocks:
                 reps, biases = block.representations(shared)
-                for i, user in enumerate(block.users):
-                    yield int(user), reps[i].tolist(), float(biases[i])
+                for rows in row_slices(len(block.users), 4 * (reps.shape[1] + 2)):
+                    yield pa.RecordBatch.from_arrays(
+                        [pa.array(block.users[rows], pa.int32()), vector_column(reps[rows]),
+                         pa.array(biases[rows], pa.float32())], names=schema.names)
 
-        return spark.createDataFrame(self.user_blocks.mapPartitions(rows), schema)
+        return arrow_frame(spark, self.user_blocks.mapPartitions(batches), schema)
 
     def user_state_frame(self, spark: SparkSession) -> DataFrame:
         """Every user's parameters *and* optimiser state: ``user_idx`` plus one column per array.
@@ -603,22 +606,35 @@ class WarpState:
                        T.StructField("feature_cols", T.ArrayType(T.IntegerType(), False), False),
                        T.StructField("feature_weights", T.ArrayType(T.FloatType(), False), False)]
 
-        def rows(blocks: Iterable[tuple[int, UserBlock]]) -> Iterator[tuple]:
+        schema = T.StructType(fields)
+
+        def column(array: np.ndarray) -> pa.Array:
+            return vector_column(array) if array.ndim == 2 else pa.array(array, pa.float32())
+
+        def batches(blocks: Iterable[tuple[int, UserBlock]]) -> Iterator[pa.RecordBatch]:
             for _, block in blocks:
                 arrays = block.side.to_dict()
                 n_own = len(block.users)
-                for i, user in enumerate(block.users):
-                    row = (int(user), *[arrays[n][i].tolist() if arrays[n].ndim == 2 else float(arrays[n][i])
-                                        for n in names])
+                row_bytes = 4 * sum(a[0].size if a.ndim == 2 and len(a) else 1 for a in arrays.values())
+                if with_features:
+                    f = block.features
+                    owner = np.repeat(np.arange(n_own), np.diff(f.indptr))
+                    shared = f.indices >= n_own
+                    own_weight = np.bincount(owner[~shared], weights=f.data[~shared], minlength=n_own)
+                    n_shared = np.bincount(owner[shared], minlength=n_own)
+                    starts = np.concatenate([[0], np.cumsum(n_shared)])
+                    cols, weights = f.indices[shared] - n_own, f.data[shared]
+                    row_bytes += 4 + 8 * int(n_shared.max(initial=0))
+                for rows in row_slices(n_own, row_bytes):
+                    columns = [pa.array(block.users[rows], pa.int32())] + [column(arrays[n][rows]) for n in names]
                     if with_features:
-                        start, stop = block.features.indptr[i], block.features.indptr[i + 1]
-                        cols, weights = block.features.indices[start:stop], block.features.data[start:stop]
-                        shared = cols >= n_own
-                        row += (float(weights[~shared].sum()), (cols[shared] - n_own).tolist(),
-                                weights[shared].tolist())
-                    yield row
+                        span = slice(starts[rows.start], starts[rows.stop])
+                        columns += [pa.array(own_weight[rows], pa.float32()),
+                                    ragged_column(cols[span].astype(np.int32), n_shared[rows]),
+                                    ragged_column(weights[span].astype(np.float32), n_shared[rows])]
+                    yield pa.RecordBatch.from_arrays(columns, names=schema.names)
 
-        return spark.createDataFrame(self.user_blocks.mapPartitions(rows), T.StructType(fields))
+        return arrow_frame(spark, self.user_blocks.mapPartitions(batches), schema)
 
     @staticmethod
     def user_blocks_from_frame(frame: DataFrame, n_user_shared: int = 0) -> RDD:
