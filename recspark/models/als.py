@@ -41,7 +41,7 @@ def build_als(conf: AlsConfig, default_blocks: int, max_iter: int | None = None)
     Unset ``num_user_blocks``/``num_item_blocks`` become ``default_blocks`` (one
     block per task slot) rather than Spark's fixed 10: every extra block receives
     another copy of the factors it needs each half-iteration, so more blocks than
-    slots only adds shuffle (2M rows on 2 cores: 94 s with 10 blocks, 67 s with 2,
+    slots only adds shuffle (2M rows on 2 cores: 91 s with 10 blocks, 64 s with 2,
     same p@10), and fewer than slots leaves cores idle on a big cluster.
     """
     als = ALS(
