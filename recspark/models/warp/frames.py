@@ -31,8 +31,7 @@ def row_slices(n_rows: int, row_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> l
 def vector_column(matrix: np.ndarray) -> pa.ListArray:
     """Rows of a 2-D float matrix as an Arrow ``list<float32>`` column (Spark ``array<float>``)."""
     n, k = matrix.shape
-    offsets = np.arange(0, n * k + 1, k, dtype=np.int32) if k else np.zeros(n + 1, dtype=np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.ascontiguousarray(matrix, dtype=np.float32).ravel()))
+    return ragged_column(np.ascontiguousarray(matrix, dtype=np.float32).ravel(), np.full(n, k))
 
 
 def ragged_column(values: np.ndarray, counts: np.ndarray) -> pa.ListArray:

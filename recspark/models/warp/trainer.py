@@ -520,6 +520,20 @@ class UserBlock:
             return self.side.embeddings, self.side.biases
         return representations(self.features, SideParams.concatenate([self.side, shared]))
 
+    def feature_lists(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each user's side features as saved: ``(own_weight, counts, cols, weights)``.
+
+        ``own_weight`` is the weight of the user's own row; the user's shared
+        features are the next ``counts[u]`` entries of ``cols`` (from 0) and
+        ``weights``, users in order.
+        """
+        f, n_own = self.features, len(self.users)
+        owner = np.repeat(np.arange(n_own), np.diff(f.indptr))
+        shared = f.indices >= n_own
+        own_weight = np.bincount(owner[~shared], weights=f.data[~shared], minlength=n_own)
+        counts = np.bincount(owner[shared], minlength=n_own)
+        return own_weight, counts, (f.indices[shared] - n_own).astype(np.int32), f.data[shared].astype(np.float32)
+
 
 @dataclass(kw_only=True)
 class WarpState:
@@ -614,24 +628,17 @@ class WarpState:
         def batches(blocks: Iterable[tuple[int, UserBlock]]) -> Iterator[pa.RecordBatch]:
             for _, block in blocks:
                 arrays = block.side.to_dict()
-                n_own = len(block.users)
-                row_bytes = 4 * sum(a[0].size if a.ndim == 2 and len(a) else 1 for a in arrays.values())
+                row_bytes = 4 * sum(a.shape[1] if a.ndim == 2 else 1 for a in arrays.values())
                 if with_features:
-                    f = block.features
-                    owner = np.repeat(np.arange(n_own), np.diff(f.indptr))
-                    shared = f.indices >= n_own
-                    own_weight = np.bincount(owner[~shared], weights=f.data[~shared], minlength=n_own)
-                    n_shared = np.bincount(owner[shared], minlength=n_own)
-                    starts = np.concatenate([[0], np.cumsum(n_shared)])
-                    cols, weights = f.indices[shared] - n_own, f.data[shared]
-                    row_bytes += 4 + 8 * int(n_shared.max(initial=0))
-                for rows in row_slices(n_own, row_bytes):
+                    own_weight, counts, cols, weights = block.feature_lists()
+                    starts = np.concatenate([[0], np.cumsum(counts)])
+                    row_bytes += 4 + 8 * int(counts.max(initial=0))
+                for rows in row_slices(len(block.users), row_bytes):
                     columns = [pa.array(block.users[rows], pa.int32())] + [column(arrays[n][rows]) for n in names]
                     if with_features:
                         span = slice(starts[rows.start], starts[rows.stop])
                         columns += [pa.array(own_weight[rows], pa.float32()),
-                                    ragged_column(cols[span].astype(np.int32), n_shared[rows]),
-                                    ragged_column(weights[span].astype(np.float32), n_shared[rows])]
+                                    ragged_column(cols[span], counts[rows]), ragged_column(weights[span], counts[rows])]
                     yield pa.RecordBatch.from_arrays(columns, names=schema.names)
 
         return arrow_frame(spark, self.user_blocks.mapPartitions(batches), schema)
