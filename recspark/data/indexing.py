@@ -11,7 +11,10 @@ The lead stores them under ``id_maps/users`` and ``id_maps/items``.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pyspark import StorageLevel
 from pyspark.errors import PySparkException
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 _INT32_MAX = 2**31 - 1
 # monotonically_increasing_id() = partition index << 33 | row position in partition.
 _POSITION_BITS = 33
+_SIDE, _ID = "_side", "_id"  # build_id_maps: which source an id came from, and the id
 
 
 def build_id_map(
@@ -42,8 +46,9 @@ def build_id_map(
     without a single-partition window: the distinct ids are range-partitioned
     and sorted, each row's position inside its partition comes from
     ``monotonically_increasing_id``, and partition offsets come from one small
-    per-partition count (one row per partition to the driver). The result is
-    checkpointed so the ids are fixed however often it is reused.
+    per-partition count (one row per partition to the driver). The sorted ids
+    are checkpointed so the indices are fixed however often the map is reused.
+    :func:`build_id_maps` builds several maps (users and items) in one sort.
 
     Parameters
     ----------
@@ -64,70 +69,91 @@ def build_id_map(
     Returns
     -------
     DataFrame
-        ``id_col`` (string), ``idx_col`` (int), one row per id, materialised
-        (local checkpoint). Its size is ``max(idx) + 1``; see :func:`map_size`.
+        ``id_col`` (string), ``idx_col`` (int), one row per id, read from a
+        local checkpoint. Its size is ``max(idx) + 1``; see :func:`map_size`.
 
     Raises
     ------
     DataValidationError
         More ids than fit in int32, or ``existing`` lacks the columns.
     """
-    return build_id_map_sized(df, id_col, idx_col, existing)[0]
+    return build_id_maps([IdSource(df, id_col, idx_col, existing)])[0][0]
 
 
-def build_id_map_sized(
-    df: DataFrame,
-    id_col: str,
-    idx_col: str,
-    existing: DataFrame | None = None,
-) -> tuple[DataFrame, int]:
-    """:func:`build_id_map` plus the map's :func:`map_size`, known without another Spark job."""
-    ids = (
-        df.select(F.col(id_col).cast("string").alias(id_col))
-        .where(F.col(id_col).isNotNull())
-        .distinct()
-    )
-    start = 0
-    if existing is not None:
-        _check_map_columns(existing, id_col, idx_col, "existing id map")
-        existing = existing.select(
-            F.col(id_col).cast("string").alias(id_col), F.col(idx_col).cast("int").alias(idx_col)
-        )
-        top = existing.agg(F.max(idx_col)).first()[0]
-        start = 0 if top is None else int(top) + 1
-        ids = ids.join(existing.select(id_col), id_col, "left_anti")
+@dataclass(frozen=True)
+class IdSource:
+    """One map for :func:`build_id_maps`: the ids of ``df[id_col]``, numbered into ``idx_col`` after ``existing``."""
 
+    df: DataFrame
+    id_col: str
+    idx_col: str
+    existing: DataFrame | None = None
+
+
+def build_id_maps(sources: Sequence[IdSource]) -> list[tuple[DataFrame, int]]:
+    """:func:`build_id_map` for several maps at once, each with its :func:`map_size`.
+
+    The ids of every source are tagged with the source's position, made
+    distinct, sorted and checkpointed together, so users and items cost one
+    sort, one checkpoint and one per-partition count instead of one each
+    (on a small dataset each is a Spark job of fixed cost). A map's indices
+    are what :func:`build_id_map` gives it alone: a partition's rows of one
+    source follow those of the sources before it, and the offsets count them.
+    """
+    if not sources:
+        return []
+    tagged = []
+    starts = []
+    for side, source in enumerate(sources):
+        ids = source.df.select(F.lit(side).alias(_SIDE), F.col(source.id_col).cast("string").alias(_ID)).where(
+            F.col(_ID).isNotNull())
+        start = 0
+        if source.existing is not None:
+            _check_map_columns(source.existing, source.id_col, source.idx_col, "existing id map")
+            top = source.existing.agg(F.max(source.idx_col)).first()[0]
+            start = 0 if top is None else int(top) + 1
+            ids = ids.join(source.existing.select(F.col(source.id_col).cast("string").alias(_ID)), _ID, "left_anti")
+        tagged.append(ids)
+        starts.append(start)
     # Checkpointed so the positions (and the partition layout, which AQE could
     # change between two executions) are fixed before offsets are computed.
     ordered = (
-        ids.orderBy(id_col).withColumn("_mono", F.monotonically_increasing_id()).localCheckpoint(eager=True)
+        functools.reduce(DataFrame.unionByName, tagged).distinct().orderBy(_SIDE, _ID)
+        .withColumn("_mono", F.monotonically_increasing_id()).localCheckpoint(eager=True)
     )
     part = F.shiftright(F.col("_mono"), _POSITION_BITS)
-    sizes = sorted(
-        (int(r["part"]), int(r["n"]))
-        for r in ordered.groupBy(part.alias("part")).agg(F.count(F.lit(1)).alias("n")).collect()
-    )
-    offsets: dict[int, int] = {}
-    running = start
-    for p, n in sizes:
-        offsets[p] = running
-        running += n
-    if running - 1 > _INT32_MAX:
-        raise DataValidationError(
-            f"build_id_map: {running} distinct values of {id_col!r} do not fit an int32 index."
-        )
+    counts = {(int(r["part"]), int(r[_SIDE])): int(r["n"]) for r in
+              ordered.groupBy(part.alias("part"), _SIDE).agg(F.count(F.lit(1)).alias("n")).collect()}
+    parts = sorted({p for p, _ in counts})
     position = F.col("_mono").bitwiseAND(F.lit((1 << _POSITION_BITS) - 1))
-    offset = (
-        F.element_at(F.create_map(*[F.lit(v).cast("long") for kv in offsets.items() for v in kv]), part)
-        if offsets
-        else F.lit(start).cast("long")
-    )
-    new = ordered.select(id_col, (offset + position).cast("int").alias(idx_col))
-    log.info("build_id_map(%s): %d new ids, indices %d..%d", id_col, running - start, start, running - 1)
-    # max(idx) + 1: new ids end at running - 1; without new ids, running = max(existing idx) + 1.
-    if existing is None:
-        return new.localCheckpoint(eager=True), running
-    return existing.unionByName(new).localCheckpoint(eager=True), running
+    maps = []
+    for side, (source, start) in enumerate(zip(sources, starts)):
+        offsets: dict[int, int] = {}
+        running = start
+        for p in parts:
+            # Rows of earlier sources come first in partition p; this source's rows there start at `running`.
+            offsets[p] = running - sum(counts.get((p, s), 0) for s in range(side))
+            running += counts.get((p, side), 0)
+        if running - 1 > _INT32_MAX:
+            raise DataValidationError(
+                f"build_id_map: {running} distinct values of {source.id_col!r} do not fit an int32 index."
+            )
+        offset = (
+            F.element_at(F.create_map(*[F.lit(v).cast("long") for kv in offsets.items() for v in kv]), part)
+            if offsets
+            else F.lit(0).cast("long")
+        )
+        new = ordered.where(F.col(_SIDE) == side).select(
+            F.col(_ID).alias(source.id_col), (offset + position).cast("int").alias(source.idx_col))
+        log.info("build_id_map(%s): %d new ids, indices %d..%d", source.id_col, running - start, start, running - 1)
+        if source.existing is not None:
+            existing = source.existing.select(F.col(source.id_col).cast("string").alias(source.id_col),
+                                              F.col(source.idx_col).cast("int").alias(source.idx_col))
+            # Materialised: the caller may overwrite the folder ``existing`` was read from.
+            new = existing.unionByName(new).localCheckpoint(eager=True)
+        # max(idx) + 1: new ids end at running - 1; without new ids, running = max(existing idx) + 1.
+        maps.append((new, running))
+    return maps
 
 
 def map_size(map_df: DataFrame, idx_col: str | None = None) -> int:
@@ -141,13 +167,17 @@ def map_size(map_df: DataFrame, idx_col: str | None = None) -> int:
 
 
 def save_id_map(map_df: DataFrame, path: str, *, overwrite: bool = False) -> None:
-    """Write an id map as Parquet, sorted by index (easy to inspect and diff).
+    """Write an id map as Parquet, each file sorted by index (easy to inspect and diff).
+
+    A map from :func:`build_id_map` is range-partitioned by id, so its files
+    are in index order one after the other too; no global sort (a sampling
+    job and a shuffle) is spent on it.
 
     ``overwrite=False`` refuses to replace an existing map: overwriting a map
     with a renumbered one would silently invalidate every model trained on it.
     """
     idx_col = _idx_column_of(map_df)
-    writer = map_df.orderBy(idx_col).write.mode("overwrite" if overwrite else "errorifexists")
+    writer = map_df.sortWithinPartitions(idx_col).write.mode("overwrite" if overwrite else "errorifexists")
     try:
         writer.parquet(path)
     except PySparkException as err:

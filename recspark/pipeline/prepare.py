@@ -19,14 +19,14 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import DataConfig, FeaturesConfig, SideFeatures, SplitConfig
+from recspark.config import DataConfig, FeaturesConfig, SplitConfig
 from recspark.data.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX, WEIGHT
 from recspark.data.features import feature_ids
 from recspark.data.filtering import apply_min_counts, deduplicate
-from recspark.data.indexing import apply_id_maps, build_id_map_sized, load_id_map, save_id_map
+from recspark.data.indexing import IdSource, apply_id_maps, build_id_maps, load_id_map, save_id_map
 from recspark.data.ingest import RejectReport, read_interactions, validate_interactions
 from recspark.data.matrix import InteractionMatrix, read_matrix, write_matrix
-from recspark.data.split import check_disjoint, holdout_split, item_holdout_split, time_split
+from recspark.data.split import holdout_split, item_holdout_split, time_split
 from recspark.data.synthetic import generate_if_missing
 from recspark.errors import ConfigError
 from recspark.runs.timing import StageTimer
@@ -117,12 +117,12 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
         old_users, old_items = (None, None) if previous_id_maps is None else (
             load_id_map(spark, f"{previous_id_maps}/users", id_col=USER_ID, idx_col=USER_IDX),
             load_id_map(spark, f"{previous_id_maps}/items", id_col=ITEM_ID, idx_col=ITEM_IDX))
-        user_map, n_users = build_id_map_sized(filtered, USER_ID, USER_IDX, existing=old_users)
-        item_map, n_items = build_id_map_sized(filtered, ITEM_ID, ITEM_IDX, existing=old_items)
+        (user_map, n_users), (item_map, n_items) = build_id_maps(
+            [IdSource(filtered, USER_ID, USER_IDX, old_users), IdSource(filtered, ITEM_ID, ITEM_IDX, old_items)])
         if features is not None:
             warm = n_users, n_items
-            user_map, n_users = _with_feature_only_ids(spark, features.users, user_map, n_users, USER_ID, USER_IDX)
-            item_map, n_items = _with_feature_only_ids(spark, features.items, item_map, n_items, ITEM_ID, ITEM_IDX)
+            (user_map, n_users), (item_map, n_items) = _with_feature_only_ids(
+                spark, features, [(user_map, n_users), (item_map, n_items)])
         save_id_map(user_map, paths["id_maps/users"], overwrite=True)
         save_id_map(item_map, paths["id_maps/items"], overwrite=True)
         if features is not None:
@@ -137,11 +137,10 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
             result = item_holdout_split(indexed, test_item_fraction=split.test_item_fraction, seed=split.seed)
         else:
             result = time_split(indexed, last_n=split.time_last_n, cutoff=split.time_cutoff)
-        # Persisted, filled by the counts: checking disjointness and writing both sides reuse the split's shuffle.
+        # Persisted, filled by the counts (which also check disjointness): writing both sides reuses the shuffle.
         result = result.persist(StorageLevel.MEMORY_AND_DISK)
         count(result.counts().as_metrics())
         indexed.unpersist()
-        check_disjoint(result.train, result.test)
         write_matrix(result.train, result.test, paths["matrix"], n_users=n_users, n_items=n_items)
         matrix = read_matrix(spark, paths["matrix"])
         result.unpersist()
@@ -150,10 +149,15 @@ def prepare_matrix(spark: SparkSession, data: DataConfig, split: SplitConfig, ou
     return PreparedData(matrix=matrix, counts=counts, paths=paths)
 
 
-def _with_feature_only_ids(spark: SparkSession, conf: SideFeatures, id_map: DataFrame, size: int, id_col: str,
-                           idx_col: str) -> tuple[DataFrame, int]:
-    """``id_map`` (of ``size`` slots) plus the ids only in the side's feature files (appended), and its size."""
-    if not conf.sources or not conf.cold_start:
-        return id_map, size
-    ids = feature_ids(spark, conf.sources, id_col).select(F.col("id").alias(id_col))
-    return build_id_map_sized(ids, id_col, idx_col, existing=id_map)
+def _with_feature_only_ids(spark: SparkSession, features: FeaturesConfig,
+                           maps: list[tuple[DataFrame, int]]) -> list[tuple[DataFrame, int]]:
+    """The ``[users, items]`` maps and sizes, each plus the ids only in its side's feature files (appended).
+
+    A side grows only when it has feature files and ``cold_start`` on; the growing sides share one sort.
+    """
+    sides = ((features.users, USER_ID, USER_IDX), (features.items, ITEM_ID, ITEM_IDX))
+    grown = {i: IdSource(feature_ids(spark, conf.sources, id_col).select(F.col("id").alias(id_col)), id_col,
+                         idx_col, existing=maps[i][0])
+             for i, (conf, id_col, idx_col) in enumerate(sides) if conf.sources and conf.cold_start}
+    built = dict(zip(grown, build_id_maps(list(grown.values()))))
+    return [built.get(i, kept) for i, kept in enumerate(maps)]

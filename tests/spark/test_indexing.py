@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from recspark.data.columns import ITEM_ID, ITEM_IDX, TIMESTAMP, USER_ID, USER_IDX, WEIGHT
-from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, map_size, save_id_map
+from recspark.data.indexing import (
+    IdSource,
+    apply_id_maps,
+    build_id_map,
+    build_id_maps,
+    load_id_map,
+    map_size,
+    save_id_map,
+)
 from recspark.errors import DataValidationError
 
 pytestmark = pytest.mark.spark
@@ -45,6 +53,42 @@ def test_id_map_offsets_are_right_across_many_sorted_partitions(spark):
     finally:
         for k, v in old.items():
             spark.conf.set(k, v)
+
+
+def test_maps_built_together_match_maps_built_alone_across_partitions(spark, tmp_path):
+    # Issue 18.5: users and items share one sort; partitions then hold rows of both sources, and each map
+    # must still be numbered as if built alone (here with an existing map on one side).
+    users = [f"u{n:03d}" for n in range(150)]
+    items = [f"i{n:03d}" for n in range(90)]
+    rows = [(users[n % 150], items[(7 * n) % 90]) for n in range(400)]
+    df = spark.createDataFrame(rows, f"{USER_ID} string, {ITEM_ID} string").repartition(3)
+    existing = spark.createDataFrame([("i050", 0), ("zz", 1)], f"{ITEM_ID} string, {ITEM_IDX} int")
+    conf = {"spark.sql.shuffle.partitions": "5", "spark.sql.adaptive.coalescePartitions.enabled": "false"}
+    old = {k: spark.conf.get(k) for k in conf}
+    try:
+        for k, v in conf.items():
+            spark.conf.set(k, v)
+        (user_map, n_users), (item_map, n_items) = build_id_maps(
+            [IdSource(df, USER_ID, USER_IDX), IdSource(df, ITEM_ID, ITEM_IDX, existing=existing)])
+        assert user_map.rdd.getNumPartitions() > 1
+        alone_users = _as_dict(build_id_map(df, USER_ID, USER_IDX))
+        alone_items = _as_dict(build_id_map(df, ITEM_ID, ITEM_IDX, existing=existing), ITEM_ID, ITEM_IDX)
+        path = str(tmp_path / "users")
+        save_id_map(user_map, path)
+    finally:
+        for k, v in old.items():
+            spark.conf.set(k, v)
+    assert _as_dict(user_map) == alone_users == {u: n for n, u in enumerate(users)}
+    new_items = [i for i in items if i != "i050"]
+    assert _as_dict(item_map, ITEM_ID, ITEM_IDX) == alone_items == {
+        "i050": 0, "zz": 1, **{i: n + 2 for n, i in enumerate(new_items)}}
+    assert (n_users, n_items) == (150, 91)
+    # Saved without a global sort, the files read in name order are still in index order.
+    import pandas as pd
+    from pathlib import Path
+    files = sorted(Path(path).glob("part-*.parquet"))
+    assert len(files) > 1
+    assert pd.concat(pd.read_parquet(f) for f in files)[USER_IDX].tolist() == list(range(150))
 
 
 def test_id_map_with_existing_keeps_known_indices_and_appends_new_ids_in_order(spark):
@@ -92,22 +136,20 @@ def test_apply_id_maps_replaces_ids_and_refuses_unknown_ids(spark):
 
 def test_persisted_apply_id_maps_and_sized_maps_give_the_same_results(spark):
     # Issue 18.5: the prepare path persists the indexed rows (filled by the unmatched check) and takes the map
-    # sizes from build_id_map_sized instead of a map_size job each.
+    # sizes from build_id_maps instead of a map_size job each.
     from pyspark import StorageLevel
-
-    from recspark.data.indexing import build_id_map_sized
 
     df = spark.createDataFrame(
         [("u1", "i2", 2.0), ("u2", "i1", 1.0), ("u3", "i1", 1.0)],
         f"{USER_ID} string, {ITEM_ID} string, {WEIGHT} double",
     )
-    users, n_users = build_id_map_sized(df, USER_ID, USER_IDX)
-    items, n_items = build_id_map_sized(df, ITEM_ID, ITEM_IDX)
+    (users, n_users), (items, n_items) = build_id_maps([IdSource(df, USER_ID, USER_IDX),
+                                                        IdSource(df, ITEM_ID, ITEM_IDX)])
     assert (n_users, n_items) == (map_size(users), map_size(items)) == (3, 2)
     more = spark.createDataFrame([("u0",), ("u9",)], f"{USER_ID} string")
-    grown, n_grown = build_id_map_sized(more, USER_ID, USER_IDX, existing=users)
+    [(grown, n_grown)] = build_id_maps([IdSource(more, USER_ID, USER_IDX, existing=users)])
     assert n_grown == map_size(grown) == 5
-    assert build_id_map_sized(df.limit(0), USER_ID, USER_IDX)[1] == 0
+    assert build_id_maps([IdSource(df.limit(0), USER_ID, USER_IDX)])[0][1] == 0
     plain = apply_id_maps(df, users, items)
     cached = apply_id_maps(df, users, items, persist=StorageLevel.MEMORY_AND_DISK)
     assert cached.is_cached and sorted(cached.collect()) == sorted(plain.collect())

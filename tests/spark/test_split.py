@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from pyspark.sql import functions as F
 
 from recspark.data.columns import ITEM_IDX, TIMESTAMP, USER_IDX, WEIGHT
-from recspark.data.split import check_disjoint, holdout_split, time_split
+from recspark.data.split import SplitResult, holdout_split, time_split
 from recspark.errors import ConfigError, DataValidationError
 
 pytestmark = pytest.mark.spark
@@ -31,6 +32,11 @@ def interactions(spark):
 
 def _pairs(df):
     return sorted((r[USER_IDX], r[ITEM_IDX]) for r in df.select(USER_IDX, ITEM_IDX).collect())
+
+
+def check_disjoint(train, test):
+    """The oracle for the split's own check: no pair on both sides, compared on the driver (small data)."""
+    assert not set(_pairs(train)) & set(_pairs(test))
 
 
 def test_holdout_split_is_disjoint_with_exactly_k_items_per_chosen_eligible_user(spark, interactions):
@@ -117,11 +123,14 @@ def test_time_split_needs_timestamps_and_one_mode(spark, timed):
         time_split(with_null, last_n=1)
 
 
-def test_check_disjoint_reports_an_overlapping_pair(spark, timed):
-    train = timed.filter(f"{USER_IDX} = 0")
-    test = timed.filter(f"{USER_IDX} = 0 AND {ITEM_IDX} = 3")
-    with pytest.raises(DataValidationError, match=r"1 \(user_idx, item_idx\) pairs.*'item_idx': 3"):
-        check_disjoint(train, test)
+def test_split_counts_refuse_a_pair_on_both_sides(spark, timed):
+    # A split whose tags put one row of pair (0, 3) in train and another in test: the counts job catches it.
+    tagged = timed.withColumn("_is_test", F.col(ITEM_IDX) == 3)
+    tagged = tagged.union(timed.filter(f"{USER_IDX} = 0 AND {ITEM_IDX} = 3").withColumn("_is_test", F.lit(False)))
+    bad = SplitResult(train=tagged.filter("NOT _is_test").drop("_is_test"),
+                      test=tagged.filter("_is_test").drop("_is_test"), tagged=tagged)
+    with pytest.raises(DataValidationError, match=r"1 test rows are of \(user_idx, item_idx\) pairs.*'item_idx': 3"):
+        bad.counts()
 
 
 def test_a_persisted_split_has_the_same_sides_and_counts(spark, interactions):

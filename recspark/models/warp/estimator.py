@@ -62,7 +62,7 @@ from recspark.data.columns import (
 )
 from recspark.data.features import FeatureMatrix
 from recspark.data.frames import frame_from_pandas
-from recspark.data.indexing import apply_id_maps, build_id_map, load_id_map, save_id_map
+from recspark.data.indexing import IdSource, apply_id_maps, build_id_maps, load_id_map, save_id_map
 from recspark.config import KernelParams, TrainerParams, field_problems
 from recspark.errors import ConfigError, DataValidationError
 from recspark.models.scoring import FactorScorer
@@ -262,14 +262,15 @@ class RankingFM(Estimator, _RankingFMParams, DefaultParamsWritable, DefaultParam
         weight = F.col(weight_col).cast("double") if weight_col else F.lit(1.0)
         df = dataset.select(F.col(user_col).cast("string").alias(USER_ID),
                             F.col(item_col).cast("string").alias(ITEM_ID), weight.alias(WEIGHT))
-        user_map = build_id_map(df, USER_ID, USER_IDX).cache()
-        item_map = build_id_map(df, ITEM_ID, ITEM_IDX).cache()
+        (user_map, n_users), (item_map, n_items) = build_id_maps(
+            [IdSource(df, USER_ID, USER_IDX), IdSource(df, ITEM_ID, ITEM_IDX)])
+        user_map, item_map = user_map.cache(), item_map.cache()
         train = apply_id_maps(df, user_map, item_map)
         if self.getOrDefault("loss") != "logistic":
             # WARP/BPR learn nothing from weight <= 0 rows, and as known positives they would never be
             # sampled as negatives: they are non-interactions (e.g. the zeros a ranking evaluator needs).
             train = train.where(F.col(WEIGHT) > 0)
-        model = self.fit_indexed(train, user_map, item_map)
+        model = self.fit_indexed(train, user_map, item_map, n_users=n_users, n_items=n_items)
         model.id_types = tuple(dataset.schema[c].dataType.simpleString() for c in (user_col, item_col))
         return model
 
