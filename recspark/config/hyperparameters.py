@@ -74,6 +74,10 @@ class TrainerParams(Checked):
                                     "shard on a 1/syncs slice of its data)")
     checkpoint_interval: int = bounded(5, ge=1, doc="epochs between checkpoints of the training state "
                                         "(cuts the lineage a lost executor recomputes)")
+    lineage_bytes: int = bounded(128 * 2**20, ge=1, doc="most bytes of item-side broadcasts the driver keeps "
+                                 "for the lineage between checkpoints: a checkpoint comes sooner than "
+                                 "checkpoint_interval once the next round's broadcast would pass it (bounds the "
+                                 "driver heap for large item sides, at the cost of more checkpoints)")
     seed: int = bounded(42, doc="seeds every random stream (initialisation, shuffles, negatives, per shard, "
                          "epoch and round), so a retried task gives the same bits")
     n_tasks: int | None = bounded(None, ge=1, spark="numTasks",

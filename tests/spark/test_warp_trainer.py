@@ -132,6 +132,30 @@ def test_same_seed_gives_identical_factors(spark, planted):
     assert not np.array_equal(a.item_side.embeddings, c.item_side.embeddings)
 
 
+def test_the_lineage_byte_budget_brings_checkpoints_forward_without_changing_the_model(spark, planted):
+    """Issue 18.7: the driver keeps each round's item-side broadcast until a checkpoint; ``lineage_bytes`` caps them."""
+    assert spark.sparkContext.getCheckpointDir()
+    kept: dict[str, list[int]] = {}
+    fits = {}
+    for name, budget_rounds in (("default", None), ("budget", 2.5)):
+        train, _, n_users, n_items = planted
+        params = {"no_components": 16, "epochs": 6, "n_shards": 2, "n_tasks": 2, "seed": 3}
+        bytes_per_round = 4 * n_items * (2 * 16 + 2)  # identity features, adagrad: embeddings, biases, accumulators
+        if budget_rounds:
+            params["lineage_bytes"] = int(budget_rounds * bytes_per_round)
+        trainer = WarpTrainer(spark, KERNEL, TrainerParams(**params))
+        kept[name] = []
+        fits[name] = trainer.fit(train, n_users, n_items, state_every=1,
+                                 on_epoch=lambda e, stats, state, k=kept[name]: k.append(len(state.broadcasts) - 1))
+    # One broadcast per epoch (one round each): the default keeps them until checkpoint_interval (5) epochs,
+    # a budget of 2.5 rounds checkpoints whenever a third would be kept (and still at epoch 5).
+    assert kept == {"default": [1, 2, 3, 4, 0, 1], "budget": [1, 0, 1, 0, 0, 1]}
+    a, b = fits["default"], fits["budget"]
+    np.testing.assert_array_equal(a.item_side.embeddings, b.item_side.embeddings)
+    ua, ub = (s.user_factors(spark).toPandas().sort_values(USER_IDX) for s in (a, b))
+    np.testing.assert_array_equal(np.stack(ua["features"]), np.stack(ub["features"]))
+
+
 @pytest.mark.parametrize("strategy", ["hogwild", "stratified"])
 def test_shards_give_the_same_bits_in_one_task_or_one_task_each(spark, planted, strategy, job_descriptions):
     """How shards are dealt to tasks (threads of one task locally, tasks on a cluster) never changes the model."""

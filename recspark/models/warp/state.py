@@ -73,6 +73,13 @@ class SideParams:
     def __post_init__(self) -> None:
         self._validate()
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all its arrays: what a broadcast of this side ships and the driver keeps."""
+        arrays = (self.embeddings, self.biases, self.emb_accum, self.bias_accum, self.emb_delta_accum,
+                  self.bias_delta_accum)
+        return sum(a.nbytes for a in arrays if a is not None)
+
     @classmethod
     def init(
         cls,

@@ -884,8 +884,11 @@ class WarpTrainer:
         jobs = [steps] if run.n_tasks == 1 else [[step] for step in steps]
         per_epoch: dict[int, list[float]] = {}
         for i, job in enumerate(jobs):
-            checkpoint = (i == len(jobs) - 1 and stop % p.checkpoint_interval == 0
-                          and sc.getCheckpointDir() is not None)
+            # Every round's item side stays broadcast until the next checkpoint (a lost cached shard is
+            # recomputed through those rounds), so checkpoint sooner once the next round's would pass the budget.
+            kept = (len(run.broadcasts) + 2) * _shared_bytes(run)
+            checkpoint = sc.getCheckpointDir() is not None and (
+                (i == len(jobs) - 1 and stop % p.checkpoint_interval == 0) or kept > p.lineage_bytes)
             delta = self._run_job(run, job, checkpoint)
             run.item_side, run.user_shared = apply_delta(run.item_side, run.user_shared, delta)
             if delta is not None:
@@ -1025,6 +1028,11 @@ class WarpTrainer:
                                      p.state_chunk_bytes)
 
         return state_rdd.mapPartitions(run, preservesPartitioning=True)
+
+
+def _shared_bytes(run: _FitRun) -> int:
+    """Bytes of one round's item-side broadcast (item side plus user side features' rows)."""
+    return run.item_side.nbytes + (run.user_shared.nbytes if run.user_shared is not None else 0)
 
 
 def _next_stop(epoch: int, last_epoch: int, state_every: int, checkpoint_interval: int) -> int:
