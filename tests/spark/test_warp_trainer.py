@@ -187,6 +187,9 @@ def test_shard_deltas_sum_to_the_same_bits_however_they_are_partitioned(spark):
         distributed = sum_deltas_rdd(spark.sparkContext.parallelize(shuffled, slices), 11)
         np.testing.assert_array_equal(distributed.arrays["embeddings"], local.arrays["embeddings"])
         assert distributed.epochs == {0: [11.0, 11.0, 5.5, pytest.approx(1.1)]}
+    # Fewer shards than the fan-in: no tree level, only the root (folded in a task, not on the driver).
+    few = sum_deltas_rdd(spark.sparkContext.parallelize(records()[:3][::-1], 2), 3)
+    np.testing.assert_array_equal(few.arrays["embeddings"], sum_deltas(records()[:3], 3).arrays["embeddings"])
     np.testing.assert_allclose(local.arrays["embeddings"], np.sum(list(values.values()), axis=0), rtol=1e-4,
                                atol=1e-6)
 

@@ -11,7 +11,8 @@ parallel threads (the compiled kernel releases the GIL). Each round:
    updating its users in place and a private copy of the item side;
 3. the shards' item-side *deltas* are summed over a fixed tree keyed by shard
    id (:func:`sum_deltas_rdd`) — the same float additions in the same order
-   however the shards are laid out in tasks — and applied on the driver.
+   however the shards are laid out in tasks — down to one delta, which the
+   driver applies.
 
 Locally (``local[...]`` masters) one task holds every shard by default, so
 nothing crosses a process boundary between rounds and that task runs every
@@ -36,7 +37,9 @@ for ``stratified``.
 Nothing proportional to interactions or users reaches the driver. Every task
 seeds its RNG from ``(seed, epoch, shard)`` and sorts its rows, so a retried
 task (executor loss) recomputes exactly the same result. Lineage is truncated
-by checkpointing the shard states every ``checkpoint_interval`` epochs.
+by checkpointing the shard states every ``checkpoint_interval`` epochs, or
+sooner when the item-side broadcasts the driver keeps for it would pass
+``lineage_bytes``.
 
 This is the only module of ``recspark.models.warp`` that runs code on executors.
 """
@@ -243,14 +246,21 @@ def sum_deltas(records: list[tuple[int, SharedDelta]], n_keys: int) -> SharedDel
 
 
 def sum_deltas_rdd(records: RDD, n_keys: int) -> SharedDelta | None:
-    """:func:`sum_deltas` of an RDD of ``(shard_id, delta)``: each tree level a shuffle, the root on the driver."""
+    """:func:`sum_deltas` of an RDD of ``(shard_id, delta)``: each tree level a shuffle, the root too.
+
+    The root's fold runs in one task, so the driver receives a single
+    item-sized delta, not up to :data:`DELTA_FAN_IN` of them at once (which
+    its heap and ``spark.driver.maxResultSize`` would have to hold); the
+    arithmetic is the same fold in key order either way.
+    """
     if records.getNumPartitions() == 1:
         return sum_deltas(records.collect(), n_keys)
     for _ in range(_tree_levels(n_keys)):
         n_keys = -(-n_keys // DELTA_FAN_IN)
         records = (records.map(lambda kv: (kv[0] // DELTA_FAN_IN, kv)).groupByKey(n_keys)
                    .map(lambda group: (group[0], _fold(group[1]))))
-    return _fold(records.collect())
+    root = records.map(lambda kv: (0, kv)).groupByKey(1).map(lambda group: (0, _fold(group[1])))
+    return _fold(root.collect())
 
 
 def _leading_deltas(records: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, SharedDelta]]:
