@@ -31,10 +31,12 @@ class StageTimer:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
-        log.info("stage %s: started", name)
+        # Open before logging: a scheduler (or a test) reacting to the "started" line with a signal must
+        # find the run in this stage, not "after" the previous one.
         self._open.append(name)
-        spark = SparkSession.getActiveSession()
         try:
+            log.info("stage %s: started", name)
+            spark = SparkSession.getActiveSession()
             with job_description(spark, name) if spark is not None else contextlib.nullcontext():
                 yield
         except BaseException as err:

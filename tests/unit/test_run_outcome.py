@@ -5,6 +5,7 @@ A real MLflow store (sqlite in a temp folder), no Spark: ``mlflow_run`` and the 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
@@ -93,6 +94,34 @@ def test_stage_of_names_the_innermost_stage_an_error_left_or_where_the_run_was()
         raise RuntimeError("wrapped") from inner
     except RuntimeError as wrapper:
         assert timer.stage_of(wrapper) == "epoch"
+
+
+def test_a_signal_handled_while_the_started_line_is_logged_is_in_that_stage():
+    # The nightly kill test sends SIGTERM when it reads "stage register: started"; the handler can run
+    # before the logging call returns, and the run must then be in "register", not "after recommend".
+    class InterruptOnStart(logging.Handler):
+        def emit(self, record):
+            if record.getMessage() == "stage register: started":
+                raise JobTerminated(signal.SIGTERM)
+
+    timer, handler = StageTimer(), InterruptOnStart()
+    logger = logging.getLogger("recspark.runs.timing")
+    logger.addHandler(handler)
+    old = logger.level, logger.disabled
+    logger.setLevel(logging.INFO)
+    logger.disabled = False
+    try:
+        with timer.stage("recommend"):
+            pass
+        with pytest.raises(JobTerminated) as raised:
+            with timer.stage("register"):
+                pass
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old[0])
+        logger.disabled = old[1]
+    assert timer.stage_of(raised.value) == "register"
+    assert timer.current() == "after register"
 
 
 def test_a_run_stopped_by_sigterm_ends_killed_without_asking_spark_for_the_registry(tracking, monkeypatch):
