@@ -102,19 +102,26 @@ def build_id_maps(sources: Sequence[IdSource]) -> list[tuple[DataFrame, int]]:
     """
     if not sources:
         return []
+    existing: dict[int, DataFrame] = {}  # per source with a previous map: its (id, idx) as string and int
+    for side, source in enumerate(sources):
+        if source.existing is not None:
+            _check_map_columns(source.existing, source.id_col, source.idx_col, "existing id map")
+            existing[side] = source.existing.select(F.col(source.id_col).cast("string").alias(source.id_col),
+                                                    F.col(source.idx_col).cast("int").alias(source.idx_col))
+    starts = [0] * len(sources)
+    if existing:  # new ids start after each previous map's largest index: one job for every map
+        tops = functools.reduce(DataFrame.unionByName, [
+            m.select(F.lit(side).alias(_SIDE), F.col(sources[side].idx_col).alias("_idx"))
+            for side, m in existing.items()])
+        for r in tops.groupBy(_SIDE).agg(F.max("_idx").alias("top")).collect():
+            starts[int(r[_SIDE])] = int(r["top"]) + 1
     tagged = []
-    starts = []
     for side, source in enumerate(sources):
         ids = source.df.select(F.lit(side).alias(_SIDE), F.col(source.id_col).cast("string").alias(_ID)).where(
             F.col(_ID).isNotNull())
-        start = 0
-        if source.existing is not None:
-            _check_map_columns(source.existing, source.id_col, source.idx_col, "existing id map")
-            top = source.existing.agg(F.max(source.idx_col)).first()[0]
-            start = 0 if top is None else int(top) + 1
-            ids = ids.join(source.existing.select(F.col(source.id_col).cast("string").alias(_ID)), _ID, "left_anti")
+        if side in existing:
+            ids = ids.join(existing[side].select(F.col(source.id_col).alias(_ID)), _ID, "left_anti")
         tagged.append(ids)
-        starts.append(start)
     # Checkpointed so the positions (and the partition layout, which AQE could
     # change between two executions) are fixed before offsets are computed.
     ordered = (
@@ -146,11 +153,9 @@ def build_id_maps(sources: Sequence[IdSource]) -> list[tuple[DataFrame, int]]:
         new = ordered.where(F.col(_SIDE) == side).select(
             F.col(_ID).alias(source.id_col), (offset + position).cast("int").alias(source.idx_col))
         log.info("build_id_map(%s): %d new ids, indices %d..%d", source.id_col, running - start, start, running - 1)
-        if source.existing is not None:
-            existing = source.existing.select(F.col(source.id_col).cast("string").alias(source.id_col),
-                                              F.col(source.idx_col).cast("int").alias(source.idx_col))
+        if side in existing:
             # Materialised: the caller may overwrite the folder ``existing`` was read from.
-            new = existing.unionByName(new).localCheckpoint(eager=True)
+            new = existing[side].unionByName(new).localCheckpoint(eager=True)
         # max(idx) + 1: new ids end at running - 1; without new ids, running = max(existing idx) + 1.
         maps.append((new, running))
     return maps
