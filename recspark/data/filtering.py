@@ -110,15 +110,17 @@ def apply_min_counts(
 
     One Spark action per pass, plus one for the input: every row carries its
     user's row count (a window over the user's rows, which also flags a user's
-    first row) and its item's (a hash aggregation joined back, broadcast when
-    the item table is small), so a pass is a filter on them and one
+    first row) and its item's, so a pass is a filter on them and one
     aggregation gives the pass's rows, users, items and how many rows the
     next pass would remove. When that is none the next pass is known without
     running it (it keeps every row), so the common case, input already
-    stable, costs one action. The annotated rows are checkpointed, which
-    truncates the query plan (dozens of passes would otherwise build a plan
-    that takes minutes to optimise) and is materialised by that same action.
-    Only the counts reach the driver.
+    stable, costs one action. The rows with their user counts are
+    checkpointed, which truncates the query plan (dozens of passes would
+    otherwise build a plan that takes minutes to optimise) and is
+    materialised by that same action; the item counts are aggregated from
+    the checkpoint and broadcast back (item-sized, like the rest of the item
+    side the driver holds), so the input is read once and the rows are
+    shuffled once per pass (by user). Only the counts reach the driver.
 
     Parameters
     ----------
@@ -171,16 +173,16 @@ def apply_min_counts(
 
     def counted(frame: DataFrame, number: int, previous_rows: int | None) -> tuple[ThresholdPass, int, DataFrame]:
         """The pass's counts, the rows the next pass would drop, and ``frame`` annotated and checkpointed."""
-        item_rows = frame.groupBy(item_col).agg(F.count(F.lit(1)).alias(_ITEM_ROWS))
-        annotated = (
-            frame.withColumn(_USER_ROWS, F.count(F.lit(1)).over(
-                by_user.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)))
-            .withColumn(_USER_FIRST, F.row_number().over(by_user) == 1)
-            .join(item_rows, item_col, "left")
-        )
-        # Lazy: materialised by the counting job below.
-        annotated = (annotated.checkpoint(eager=False) if reliable_checkpoint
-                     else annotated.localCheckpoint(eager=False))
+        # Checkpointed before the item counts are taken from it, so the input is read once; lazy: materialised
+        # by the counting job below.
+        users_counted = frame.withColumn(_USER_ROWS, F.count(F.lit(1)).over(
+            by_user.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing))
+        ).withColumn(_USER_FIRST, F.row_number().over(by_user) == 1)
+        users_counted = (users_counted.checkpoint(eager=False) if reliable_checkpoint
+                         else users_counted.localCheckpoint(eager=False))
+        item_rows = users_counted.groupBy(item_col).agg(F.count(F.lit(1)).alias(_ITEM_ROWS))
+        # Item-sized, like the rest of the item side the driver holds: broadcast, the rows are not shuffled.
+        annotated = users_counted.join(F.broadcast(item_rows), item_col, "left")
         row = annotated.agg(
             F.count(F.lit(1)).alias("rows"),
             F.count(F.when(F.col(_USER_FIRST) & F.col(user_col).isNotNull(), True)).alias("users"),

@@ -132,3 +132,22 @@ def test_min_counts_match_the_join_based_reference_with_repeats_and_null_ids(spa
         assert passes == expected_passes, (min_user, min_item)
         assert sorted(((r[USER_ID], r[ITEM_ID]) for r in out.collect()), key=str) == expected_rows
         assert out.columns == [USER_ID, ITEM_ID, WEIGHT, TIMESTAMP]
+
+
+def test_the_input_is_computed_once(spark):
+    """The item counts come from the checkpointed rows, not from a second evaluation of the input (issue 18.5)."""
+    from pyspark.sql import functions as F
+
+    evaluated = spark.sparkContext.accumulator(0)
+
+    def traced(user):
+        evaluated.add(1)
+        return user
+
+    rows = [(f"u{u}", f"i{i}", 1.0, T1) for u in range(6) for i in range(6) if (u + i) % 3] + [("lone", "i0", 1.0, T1)]
+    df = spark.createDataFrame(rows, SCHEMA).repartition(2)
+    df = df.withColumn(USER_ID, F.udf(traced, "string")(USER_ID))
+    out, passes = apply_min_counts(deduplicate(df), min_user_interactions=2, min_item_interactions=2)
+    assert [p.rows for p in passes] == [len(rows), len(rows) - 1, len(rows) - 1]
+    assert out.count() == len(rows) - 1
+    assert evaluated.value == len(rows)  # two reads of the input (one per count) would make it 2 * len(rows)
