@@ -172,7 +172,8 @@ def apply_min_counts(
     )
 
     def counted(frame: DataFrame, number: int, previous_rows: int | None) -> tuple[ThresholdPass, int, DataFrame]:
-        """The pass's counts, the rows the next pass would drop, and ``frame`` annotated and checkpointed."""
+        """The pass's counts, the rows the next pass would drop, and ``frame`` annotated (user counts checkpointed,
+        item counts broadcast from the checkpoint)."""
         # Checkpointed before the item counts are taken from it, so the input is read once; lazy: materialised
         # by the counting job below.
         users_counted = frame.withColumn(_USER_ROWS, F.count(F.lit(1)).over(
