@@ -30,8 +30,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -63,6 +65,29 @@ def user_batch(n_users: int, n_items: int, n_factors: int, n_train: int, n_test:
         names=[USER_IDX, TRAIN_ITEMS, TEST_ITEMS, FEATURES])
 
 
+def model_case(folder: Path, n_users: int) -> tuple[np.ndarray, np.ndarray | None, pa.RecordBatch]:
+    """A trained model's item side and the first ``n_users`` users (factors, train items) as one Arrow batch."""
+    items = pd.read_parquet(folder / "item_factors")
+    n_items = int(items[ITEM_IDX].max()) + 1
+    item_vectors = np.zeros((n_items, len(items[FEATURES].iloc[0])), dtype=np.float32)
+    item_vectors[items[ITEM_IDX]] = np.stack(items[FEATURES].to_numpy())
+    item_bias = None
+    if "bias" in items:
+        item_bias = np.zeros(n_items, dtype=np.float32)
+        item_bias[items[ITEM_IDX]] = items["bias"].fillna(0.0).to_numpy(np.float32)
+    users = pd.read_parquet(folder / "user_factors").sort_values(USER_IDX).head(n_users)
+    train = pd.read_parquet(folder.parents[1] / "matrix" / "train", columns=[USER_IDX, ITEM_IDX])
+    train = train[train[USER_IDX].isin(users[USER_IDX])].groupby(USER_IDX)[ITEM_IDX].apply(np.sort)
+    lists = [train.get(u, np.empty(0, dtype=np.int32)).astype(np.int32) for u in users[USER_IDX]]
+    vectors = np.stack(users[FEATURES].to_numpy()).astype(np.float32)
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(users[USER_IDX].to_numpy(np.int32)), pa.array(lists, type=pa.list_(pa.int32())),
+         pa.array([lst[:0] for lst in lists], type=pa.list_(pa.int32())),
+         pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1]).cast(pa.list_(pa.float32()))],
+        names=[USER_IDX, TRAIN_ITEMS, TEST_ITEMS, FEATURES])
+    return item_vectors, item_bias, batch
+
+
 def cpu_seconds(run: Callable[[], object], repeats: int) -> list[float]:
     """CPU seconds of each of ``repeats`` calls (the fair clock on a shared machine)."""
     out = []
@@ -82,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-items", type=int, default=5, help="held-out items per user (ranked)")
     parser.add_argument("--k", type=int, default=10, help="top-k of recommend")
     parser.add_argument("--block-rows", type=int, nargs="*", default=[], help="users per GEMM block; default: the library's")
+    parser.add_argument("--model", metavar="OUT/models/NAME",
+                        help="score a trained model instead of random vectors: a job output's model folder "
+                             "(item_factors, user_factors); train items from OUT/matrix/train, --users of its users")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
@@ -91,17 +119,21 @@ def main(argv: list[str] | None = None) -> int:
 
     spark = (SparkSession.builder.master("local[1]").appName("bench_scoring")
              .config("spark.ui.enabled", "false").getOrCreate())
-    rng = np.random.default_rng(1)
-    item_vectors = (rng.standard_normal((args.items, args.factors)) / np.sqrt(args.factors)).astype(np.float32)
-    item_bias = rng.standard_normal(args.items).astype(np.float32)
+    if args.model:
+        item_vectors, item_bias, batch = model_case(Path(args.model), args.users)
+        args.items, args.factors = item_vectors.shape
+    else:
+        rng = np.random.default_rng(1)
+        item_vectors = (rng.standard_normal((args.items, args.factors)) / np.sqrt(args.factors)).astype(np.float32)
+        item_bias = rng.standard_normal(args.items).astype(np.float32)
+        batch = user_batch(args.users, args.items, args.factors, args.train_items, args.test_items, seed=0)
     no_users = spark.createDataFrame([], f"{USER_IDX} int, {FEATURES} array<float>")
     scorer = FactorScorer(item_vectors, no_users, item_bias=item_bias)
-    batch = user_batch(args.users, args.items, args.factors, args.train_items, args.test_items, seed=0)
     vectors = np.asarray(batch.column(FEATURES).flatten(), dtype=np.float32).reshape(args.users, args.factors)
     pairs = args.users * args.items
     blas = [(i["internal_api"], i["version"], i.get("architecture")) for i in threadpool_info() if i["user_api"] == "blas"]
-    print(f"# {args.users} users x {args.items} items x {args.factors} factors; BLAS {blas}, 1 thread; "
-          f"CPU-seconds, median of {args.repeats}")
+    print(f"# {args.users} users x {args.items} items x {args.factors} factors ({args.model or 'random'}); "
+          f"BLAS {blas}, 1 thread; CPU-seconds, median of {args.repeats}")
 
     rows = []
     with threadpool_limits(limits=1, user_api="blas"):
@@ -109,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             def gemm() -> None:
                 for start in range(0, args.users, block):
                     scores = vectors[start:start + block] @ item_vectors.T
-                    scores += item_bias
+                    if item_bias is not None:
+                        scores += item_bias
 
             def recommend() -> None:
                 for _ in _recommend_batches(iter([batch]), scorer, args.k, True, block):
@@ -120,17 +153,22 @@ def main(argv: list[str] | None = None) -> int:
                     pass
 
             recommend(), evaluate()  # compile and warm up
+            index = scorer.norm_index()
+            index.scored_pairs = 0
+            recommend()
+            read = index.scored_pairs / pairs
             base = float(np.median(cpu_seconds(gemm, args.repeats)))
             for name, run in (("numpy GEMM", gemm), ("recommend", recommend), ("evaluate", evaluate)):
                 seconds = base if run is gemm else float(np.median(cpu_seconds(run, args.repeats)))
                 rows.append({"block_rows": block, "stage": name, "cpu_seconds": seconds,
-                             "mpairs_per_cpu_s": pairs / seconds / 1e6, "of_gemm": base / seconds})
+                             "mpairs_per_cpu_s": pairs / seconds / 1e6, "of_gemm": base / seconds,
+                             "pairs_scored": read if run is recommend else 1.0})
 
-    print("| users per block | stage | CPU s | M pairs / CPU-s | share of GEMM |")
-    print("|---|---|---|---|---|")
+    print("| users per block | stage | CPU s | M pairs / CPU-s | share of GEMM | pairs scored |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['block_rows']} | {row['stage']} | {row['cpu_seconds']:.3f} | "
-              f"{row['mpairs_per_cpu_s']:.0f} | {row['of_gemm']:.0%} |")
+              f"{row['mpairs_per_cpu_s']:.0f} | {row['of_gemm']:.0%} | {row['pairs_scored']:.0%} |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "blas": blas, "rows": rows}, fh, indent=1)

@@ -37,10 +37,15 @@ from pyspark.sql import functions as F
 
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX
 from recspark.errors import DataValidationError
+from recspark.models.pruning import NormIndex
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FactorScorer", "Scorer"]
+
+#: The last :class:`NormIndex` built in this process, with the item matrix it was built from: tasks
+#: of one stage share a Python worker and the broadcast value, so they build it once.
+_NORM_INDEX: dict[str, tuple[np.ndarray, NormIndex]] = {}
 
 
 class Scorer(abc.ABC):
@@ -91,6 +96,14 @@ class Scorer(abc.ABC):
         it; evaluation then ranks held-out items from it, O(interactions x log)
         instead of scoring every item for every user. Positions must follow
         the total order of every ranking here: score descending, item index ascending.
+        """
+        return None
+
+    def norm_index(self) -> NormIndex | None:
+        """Items in norm order for exact bounded top-k (factor models), or None (the default: score every item).
+
+        Top-N output (:func:`~recspark.models.topk.recommend`) then reads only
+        the items whose Cauchy-Schwarz bound can still reach a user's list.
         """
         return None
 
@@ -295,6 +308,15 @@ class FactorScorer(Scorer):
         if bias is not None:
             scores += bias
         return scores
+
+    def norm_index(self) -> NormIndex:
+        """The item side in norm order, built once per Python process and item matrix (a task reuses its worker's)."""
+        vectors, bias = self._arrays()
+        cached = _NORM_INDEX.get("last")
+        if cached is None or cached[0] is not vectors:
+            cached = (vectors, NormIndex(vectors, bias))
+            _NORM_INDEX["last"] = cached
+        return cached[1]
 
     def unpersist(self, blocking: bool = False) -> None:
         """Free the broadcast item matrix on executors (it is re-sent if used again)."""

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from recspark.errors import DataValidationError
 from recspark.models.jit import inline, jit
 
-__all__ = ["finite_rows", "item_ranks", "top_k"]
+__all__ = ["drain_heap", "finite_rows", "item_ranks", "offer_item", "sorted_contains", "top_k", "worse"]
 
 #: Items per chunk of the top-k scan: each chunk's maximum decides whether its items are read one by one.
 _CHUNK = 16
@@ -44,7 +44,20 @@ def _n_above(row, start, stop, threshold):
 
 
 @inline
-def _worse(score_a, item_a, score_b, item_b):
+def sorted_contains(values, start, stop, value):
+    """True when ``value`` is in ``values[start:stop]`` (sorted ascending): a binary search."""
+    lo, hi = start, stop
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if values[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < stop and values[lo] == value
+
+
+@inline
+def worse(score_a, item_a, score_b, item_b):
     """True when (score_a, item_a) ranks after (score_b, item_b)."""
     return score_a < score_b or (score_a == score_b and item_a > item_b)
 
@@ -56,9 +69,9 @@ def _sift_down(heap_s, heap_i, size, pos):
         child = 2 * pos + 1
         if child >= size:
             return
-        if child + 1 < size and _worse(heap_s[child + 1], heap_i[child + 1], heap_s[child], heap_i[child]):
+        if child + 1 < size and worse(heap_s[child + 1], heap_i[child + 1], heap_s[child], heap_i[child]):
             child += 1
-        if not _worse(heap_s[child], heap_i[child], heap_s[pos], heap_i[pos]):
+        if not worse(heap_s[child], heap_i[child], heap_s[pos], heap_i[pos]):
             return
         heap_s[pos], heap_s[child] = heap_s[child], heap_s[pos]
         heap_i[pos], heap_i[child] = heap_i[child], heap_i[pos]
@@ -66,13 +79,31 @@ def _sift_down(heap_s, heap_i, size, pos):
 
 
 @inline
+def offer_item(heap_s, heap_i, k, score, item):
+    """Put (score, item) in the heap of the best ``k`` in place of its root (the caller checked it beats the root)."""
+    heap_s[0] = score
+    heap_i[0] = item
+    _sift_down(heap_s, heap_i, k, 0)
+
+
+@inline
 def _offer(row, start, stop, heap_s, heap_i, k):
     """Push each item of ``row[start:stop]`` that beats the heap's root into the heap of the best ``k``."""
     for j in range(start, stop):
-        if not _worse(row[j], j, heap_s[0], heap_i[0]):
-            heap_s[0] = row[j]
-            heap_i[0] = j
-            _sift_down(heap_s, heap_i, k, 0)
+        if not worse(row[j], j, heap_s[0], heap_i[0]):
+            offer_item(heap_s, heap_i, k, row[j], j)
+
+
+@inline
+def drain_heap(heap_s, heap_i, size, out_items, out_scores):
+    """Empty a heap of ``size`` entries into ``out_*[:size]``, best first (it pops the worst first)."""
+    while size > 0:
+        size -= 1
+        out_scores[size] = heap_s[0]
+        out_items[size] = heap_i[0]
+        heap_s[0] = heap_s[size]
+        heap_i[0] = heap_i[size]
+        _sift_down(heap_s, heap_i, size, 0)
 
 
 @jit
@@ -120,15 +151,7 @@ def _top_k_rows(scores, k, out_items, out_scores):
             if maxima[c] >= heap_s[0]:
                 _offer(row, c * _CHUNK, (c + 1) * _CHUNK, heap_s, heap_i, k)
         _offer(row, n_chunks * _CHUNK, n_items, heap_s, heap_i, k)
-        # Pop the worst first: the list fills from its end.
-        size = k
-        while size > 0:
-            size -= 1
-            out_scores[r, size] = heap_s[0]
-            out_items[r, size] = heap_i[0]
-            heap_s[0] = heap_s[size]
-            heap_i[0] = heap_i[size]
-            _sift_down(heap_s, heap_i, size, 0)
+        drain_heap(heap_s, heap_i, k, out_items[r], out_scores[r])
 
 
 @jit

@@ -39,20 +39,44 @@ from recspark.models.blocks import (
     user_table,
     user_vectors,
 )
+from recspark.models.pruning import NormIndex
 from recspark.models.scoring import Scorer
 from recspark.models.selection import finite_rows, top_k
 
 __all__ = ["recommend", "recommend_users", "with_original_ids"]
 
 
+def _diverged(scorer: Scorer) -> ModelFitError:
+    return ModelFitError(
+        f"{type(scorer).__name__} produced NaN/inf scores; the model diverged -- "
+        "refit with a lower learning rate or stronger regularisation."
+    )
+
+
 def _finite_scores(scorer: Scorer, users: np.ndarray, vectors: np.ndarray | None) -> np.ndarray:
     scores = checked_scores(scorer, users, vectors)
     if not finite_rows(scores).all():
-        raise ModelFitError(
-            f"{type(scorer).__name__} produced NaN/inf scores; the model diverged -- "
-            "refit with a lower learning rate or stronger regularisation."
-        )
+        raise _diverged(scorer)
     return scores
+
+
+def _check_items(items: np.ndarray, n_items: int) -> None:
+    n_bad = int(np.count_nonzero((items < 0) | (items >= n_items)))
+    if n_bad:
+        raise DataValidationError(
+            f"train has {n_bad} item_idx value(s) outside 0..{n_items - 1}; "
+            "index train with the item map the model was trained on."
+        )
+
+
+def _bounded_top_k(
+    index: NormIndex, scorer: Scorer, vectors: np.ndarray, k: int, items: np.ndarray, indptr: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`NormIndex.top_k` for a block (``indptr`` slices ``items``), with scoring's divergence check."""
+    top_items, top_scores = index.top_k(vectors, k, items[indptr[0]:indptr[-1]], indptr - indptr[0])
+    if not (finite_rows(vectors).all() and finite_rows(np.where(top_scores == -np.inf, 0, top_scores)).all()):
+        raise _diverged(scorer)
+    return top_items, top_scores
 
 
 def _recommend_batches(
@@ -63,6 +87,7 @@ def _recommend_batches(
     block_rows: int,
 ) -> Iterator[pa.RecordBatch]:
     n_items = scorer.n_items
+    index = scorer.norm_index()
     for batch in batches:
         users = batch.column(USER_IDX).to_numpy(zero_copy_only=False).astype(np.int64)
         if exclude_train:
@@ -79,18 +104,20 @@ def _recommend_batches(
             vectors, _ = user_vectors(batch.column(FEATURES), scorer.n_factors)
         for start in range(0, len(users), block_rows):
             stop = min(start + block_rows, len(users))
-            scores = _finite_scores(
-                scorer, users[start:stop], None if vectors is None else vectors[start:stop]
-            )
             if exclude_train:
-                keys, n_bad = block_keys(train_items, train_ptr, start, stop, n_items)
-                if n_bad:
-                    raise DataValidationError(
-                        f"train has {n_bad} item_idx value(s) outside 0..{n_items - 1}; "
-                        "index train with the item map the model was trained on."
-                    )
-                scores.reshape(-1)[keys] = -np.inf
-            items, vals = top_k(scores, k)
+                _check_items(train_items[train_ptr[start]:train_ptr[stop]], n_items)
+            if index is not None and vectors is not None:
+                excluded = (train_items, train_ptr[start:stop + 1]) if exclude_train else (
+                    np.empty(0, dtype=np.int64), np.zeros(stop - start + 1, dtype=np.int64))
+                items, vals = _bounded_top_k(index, scorer, vectors[start:stop], k, *excluded)
+            else:
+                scores = _finite_scores(
+                    scorer, users[start:stop], None if vectors is None else vectors[start:stop]
+                )
+                if exclude_train:
+                    keys, _ = block_keys(train_items, train_ptr, start, stop, n_items)
+                    scores.reshape(-1)[keys] = -np.inf
+                items, vals = top_k(scores, k)
             keep = vals > -np.inf  # users with fewer than k unseen items get fewer rows
             n_block, width = items.shape
             ranks = np.broadcast_to(np.arange(1, width + 1, dtype=np.int32), (n_block, width))

@@ -93,6 +93,7 @@ import scipy.sparse as sp
 from recspark.config import KernelParams
 from recspark.errors import ConfigError, DataValidationError, ModelFitError
 from recspark.models.jit import inline, jit
+from recspark.models.selection import sorted_contains
 from recspark.models.warp.state import SideParams
 
 #: LightFM clips the WARP rank weight at this value for numerical stability.
@@ -544,19 +545,6 @@ def _below(state, n):
 
 
 @inline
-def _contains(indices, start, stop, item):
-    """Binary search for ``item`` in ``indices[start:stop]`` (sorted)."""
-    lo, hi = start, stop
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if indices[mid] < item:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < stop and indices[lo] == item
-
-
-@inline
 def _rep(out, row, ident, ptr, ind, dat, table, k, scale):
     """``out = scale * features[row] @ table[:, :k + 1]``: the representation, bias last."""
     if ident:
@@ -721,12 +709,12 @@ def _run(loss, order, users, items, weights, by_user, group_users, group_ptr,
                 j = -1
                 for _ in range(BPR_POPULAR_DRAWS):  # LightFM: the item of a random interaction
                     c = items[_below(state, items.size)]
-                    if not _contains(pos_ind, pos_ptr[u], pos_ptr[u + 1], c):
+                    if not sorted_contains(pos_ind, pos_ptr[u], pos_ptr[u + 1], c):
                         j = c
                         break
                 while j < 0:  # the user holds the popular items: a uniform non-positive (one exists)
                     c = _below(state, n_items)
-                    if not _contains(pos_ind, pos_ptr[u], pos_ptr[u + 1], c):
+                    if not sorted_contains(pos_ind, pos_ptr[u], pos_ptr[u + 1], c):
                         j = c
                 neg = j
                 _rep(nr, neg, i_ident, i_ptr, i_ind, i_dat, it, k, i_s)
@@ -744,7 +732,7 @@ def _run(loss, order, users, items, weights, by_user, group_users, group_ptr,
                         _rep(nr, j, i_ident, i_ptr, i_ind, i_dat, it, k, i_s)
                         s_neg = _dot(ur, nr, k) + ur[k] + nr[k]
                     if s_neg > s_pos - _ONE:
-                        if _contains(pos_ind, pos_ptr[u], pos_ptr[u + 1], j):
+                        if sorted_contains(pos_ind, pos_ptr[u], pos_ptr[u + 1], j):
                             continue  # a positive is never a negative; skipped, not counted
                         draws += 1
                         neg = j
