@@ -193,7 +193,7 @@ def java_options(variant: str, native_lib: str | None) -> str:
 
 
 def spark_fit(cache: Path, out: Path, variant: str, rank: int, native_lib: str | None, driver_memory: str,
-              blocks: int) -> dict:
+              blocks: int, extra_conf: list[str]) -> dict:
     """Worker: one Spark ALS fit; writes factors to ``out`` and returns timings and what BLAS the JVM used."""
     from pyspark import StorageLevel
 
@@ -204,7 +204,8 @@ def spark_fit(cache: Path, out: Path, variant: str, rank: int, native_lib: str |
     als = train_config(rank, blocks).als
     opts = java_options(variant, native_lib)
     conf = {"spark.driver.memory": driver_memory, "spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false",
-            **({"spark.driver.extraJavaOptions": opts, "spark.executor.extraJavaOptions": opts} if opts else {})}
+            **({"spark.driver.extraJavaOptions": opts, "spark.executor.extraJavaOptions": opts} if opts else {}),
+            **dict(item.split("=", 1) for item in extra_conf)}
     load_start = loadavg()
     spark = build_session("local[2]", f"bench-als-{variant}", conf, checkpoint_dir=str(out / "checkpoints"))
     matrix = read_matrix(spark, str(cache / "matrix"))
@@ -232,7 +233,7 @@ def spark_fit(cache: Path, out: Path, variant: str, rank: int, native_lib: str |
     return {"variant": variant, "blocks": blocks or slots, "spark": version, "fit_s": round(fit_s, 1), "cpu_s": round(cpu_s, 1),
             "train_rows": rows, "blas": blas, "lapack": lapack, "native_libs": libs, "java_options": opts,
             "load_start": load_start, "load_end": loadavg(),
-            "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
+            "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "spark_conf": extra_conf}
 
 
 def implicit_fit(cache: Path, out: Path, variant: str, rank: int) -> dict:
@@ -306,7 +307,8 @@ def run_worker(args: argparse.Namespace, variant: str, blocks: int, index: int) 
         env["OPENBLAS_NUM_THREADS"] = "1"
     cmd = [sys.executable, __file__, "--worker", variant, "--cache", args.cache, "--out", str(out),
            "--rank", str(args.rank), "--driver-memory", args.driver_memory, "--blocks", str(blocks),
-           *(["--native-lib", args.native_lib] if args.native_lib else [])]
+           *(["--native-lib", args.native_lib] if args.native_lib else []),
+           *(arg for item in args.spark_conf for arg in ("--spark-conf", item))]
     log = out / "worker.log"
     with log.open("w") as f:
         code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=args.timeout).returncode
@@ -373,6 +375,9 @@ def main() -> None:
     parser.add_argument("--native-lib", help="file or soname for netlib's nativeLibPath (default: netlib's "
                                              "libblas.so.3 / liblapack.so.3)")
     parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Spark setting for the Spark fits, e.g. "
+                             "spark.serializer=org.apache.spark.serializer.KryoSerializer (repeatable)")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "als-bench"),
                         help="generated data, matrix and npz (reused)")
     parser.add_argument("--work", default=None, help="per-run logs and factors (default: <cache>/runs)")
@@ -387,7 +392,7 @@ def main() -> None:
         return
     if args.worker in SPARK_VARIANTS:
         print(json.dumps(spark_fit(cache, Path(args.out), args.worker, args.rank, args.native_lib, args.driver_memory,
-                                   args.blocks[0])))
+                                   args.blocks[0], args.spark_conf)))
         return
     if args.worker in IMPLICIT_VARIANTS:
         print(json.dumps(implicit_fit(cache, Path(args.out), args.worker, args.rank)))

@@ -39,11 +39,16 @@ from recspark.models.blocks import (
     user_table,
     user_vectors,
 )
-from recspark.models.pruning import NormIndex
+from recspark.models.pruning import CHUNK_ITEMS, NormIndex
 from recspark.models.scoring import Scorer
 from recspark.models.selection import finite_rows, top_k
 
 __all__ = ["recommend", "recommend_users", "with_original_ids"]
+
+
+#: Users per block of a bounded top-k count as this many items each (its chunk and spare):
+#: 512 users per block, measured best on the 20M run's models (``bench_scoring.py --model``).
+BOUNDED_BLOCK_ITEMS = 8 * CHUNK_ITEMS
 
 
 def _diverged(scorer: Scorer) -> ModelFitError:
@@ -84,10 +89,12 @@ def _recommend_batches(
     scorer: Scorer,
     k: int,
     exclude_train: bool,
-    block_rows: int,
+    block_size: int | None,
 ) -> Iterator[pa.RecordBatch]:
     n_items = scorer.n_items
     index = scorer.norm_index()
+    # A bounded top-k holds one chunk of scores per user, not a row of every item.
+    block_rows = rows_per_block(n_items if index is None else BOUNDED_BLOCK_ITEMS, block_size)
     for batch in batches:
         users = batch.column(USER_IDX).to_numpy(zero_copy_only=False).astype(np.int64)
         if exclude_train:
@@ -184,14 +191,14 @@ def recommend(
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"k must be an integer >= 1, got {k!r}")
     require_columns(train, "train", (USER_IDX, ITEM_IDX))
-    block_rows = rows_per_block(scorer.n_items, block_size)
+    rows_per_block(scorer.n_items, block_size)  # checks block_size on the driver
     if users is not None:
         require_columns(users, "users", (USER_IDX,))
     targets = user_table(scorer, train, users=users)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         with task_blas_threads():
-            yield from _recommend_batches(batches, scorer, k, exclude_train, block_rows)
+            yield from _recommend_batches(batches, scorer, k, exclude_train, block_size)
 
     return targets.mapInArrow(run, _RECS_SCHEMA)
 
