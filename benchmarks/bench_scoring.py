@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     pass
 
             recommend(), evaluate()  # compile and warm up
-            index = scorer.norm_index()
+            index = scorer.bound_index()
             index.bounded_pairs = index.exact_pairs = 0
             recommend()
             bounded, exact = index.bounded_pairs / pairs, index.exact_pairs / pairs

@@ -39,7 +39,7 @@ import numpy.typing as npt
 from recspark.models.jit import jit
 from recspark.models.selection import drain_heap, offer_item, sorted_contains, worse
 
-__all__ = ["NormIndex"]
+__all__ = ["BoundIndex"]
 
 #: Items per chunk of the norm order: one small matrix product of the projections per block of users.
 CHUNK_ITEMS = 2048
@@ -150,8 +150,8 @@ def _drain_all(heap_s, heap_i, out_items, out_scores):
         drain_heap(heap_s[r], heap_i[r], heap_s.shape[1], out_items[r], out_scores[r])
 
 
-class NormIndex:
-    """A factor model's items in norm order, for exact bounded top-k (built once per task from the broadcast).
+class BoundIndex:
+    """A factor model's items prepared for exact bounded top-k: norm order, projections, residual norms.
 
     Parameters
     ----------
@@ -239,7 +239,7 @@ class NormIndex:
                 self.exact_pairs += n_exact
                 dense = active[picked[:n_dense]]
                 bounded = 2 * n_dense <= active.size  # bounds that rule out little are not worth their cost
-            else:
+            else:  # bounds start after the first chunk; a block that gave them up keeps the products
                 bounded = start == 0
             if dense.size:
                 scores = users[dense] @ self.vectors[start:stop].T

@@ -37,15 +37,15 @@ from pyspark.sql import functions as F
 
 from recspark.data.columns import FEATURES, ITEM_IDX, USER_IDX
 from recspark.errors import DataValidationError
-from recspark.models.pruning import NormIndex
+from recspark.models.pruning import BoundIndex
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FactorScorer", "Scorer"]
 
-#: The last :class:`NormIndex` built in this process, with the item matrix it was built from: tasks
+#: The last :class:`BoundIndex` built in this process, with the item matrix it was built from: tasks
 #: of one stage share a Python worker and the broadcast value, so they build it once.
-_NORM_INDEX: dict[str, tuple[np.ndarray, NormIndex]] = {}
+_BOUND_INDEX: dict[str, tuple[np.ndarray, BoundIndex]] = {}
 
 
 class Scorer(abc.ABC):
@@ -99,8 +99,8 @@ class Scorer(abc.ABC):
         """
         return None
 
-    def norm_index(self) -> NormIndex | None:
-        """Items in norm order for exact bounded top-k (factor models), or None (the default: score every item).
+    def bound_index(self) -> BoundIndex | None:
+        """The item side prepared for exact bounded top-k (factor models), or None (the default: score every item).
 
         Top-N output (:func:`~recspark.models.topk.recommend`) then reads only
         the items whose Cauchy-Schwarz bound can still reach a user's list.
@@ -309,13 +309,13 @@ class FactorScorer(Scorer):
             scores += bias
         return scores
 
-    def norm_index(self) -> NormIndex:
-        """The item side in norm order, built once per Python process and item matrix (a task reuses its worker's)."""
+    def bound_index(self) -> BoundIndex:
+        """The item side for bounded top-k, built once per Python process and item matrix (a task reuses its worker's)."""
         vectors, bias = self._arrays()
-        cached = _NORM_INDEX.get("last")
+        cached = _BOUND_INDEX.get("last")
         if cached is None or cached[0] is not vectors:
-            cached = (vectors, NormIndex(vectors, bias))
-            _NORM_INDEX["last"] = cached
+            cached = (vectors, BoundIndex(vectors, bias))
+            _BOUND_INDEX["last"] = cached
         return cached[1]
 
     def unpersist(self, blocking: bool = False) -> None:

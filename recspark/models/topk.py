@@ -39,7 +39,7 @@ from recspark.models.blocks import (
     user_table,
     user_vectors,
 )
-from recspark.models.pruning import CHUNK_ITEMS, NormIndex
+from recspark.models.pruning import CHUNK_ITEMS, BoundIndex
 from recspark.models.scoring import Scorer
 from recspark.models.selection import finite_rows, top_k
 
@@ -75,9 +75,9 @@ def _check_items(items: np.ndarray, n_items: int) -> None:
 
 
 def _bounded_top_k(
-    index: NormIndex, scorer: Scorer, vectors: np.ndarray, k: int, items: np.ndarray, indptr: np.ndarray
+    index: BoundIndex, scorer: Scorer, vectors: np.ndarray, k: int, items: np.ndarray, indptr: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:meth:`NormIndex.top_k` for a block (``indptr`` slices ``items``), with scoring's divergence check."""
+    """:meth:`BoundIndex.top_k` for a block (``indptr`` slices ``items``), with scoring's divergence check."""
     top_items, top_scores = index.top_k(vectors, k, items[indptr[0]:indptr[-1]], indptr - indptr[0])
     if not (finite_rows(vectors).all() and finite_rows(np.where(top_scores == -np.inf, 0, top_scores)).all()):
         raise _diverged(scorer)
@@ -92,7 +92,7 @@ def _recommend_batches(
     block_size: int | None,
 ) -> Iterator[pa.RecordBatch]:
     n_items = scorer.n_items
-    index = scorer.norm_index()
+    index = scorer.bound_index()
     # A bounded top-k holds one chunk of scores per user, not a row of every item.
     block_rows = rows_per_block(n_items if index is None else BOUNDED_BLOCK_ITEMS, block_size)
     for batch in batches:

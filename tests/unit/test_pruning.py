@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recspark.models.pruning import CHUNK_ITEMS, NormIndex
+from recspark.models.pruning import CHUNK_ITEMS, BoundIndex
 from recspark.models.selection import top_k
 
 
@@ -45,7 +45,7 @@ def full_top_k(vectors, bias, users, excluded, indptr, k):
 def test_same_lists_as_scoring_every_item(kind, k):
     n_items = 2 * CHUNK_ITEMS + 123  # three chunks, the last partial
     vectors, bias, users, excluded, indptr = case(kind, n_items, seed=k)
-    got_items, got_values = NormIndex(vectors, bias).top_k(users, k, excluded, indptr)
+    got_items, got_values = BoundIndex(vectors, bias).top_k(users, k, excluded, indptr)
     want_items, want_values = full_top_k(vectors, bias, users, excluded, indptr, k)
     assert got_items.tolist() == want_items.tolist()
     np.testing.assert_allclose(got_values, want_values, rtol=1e-6, atol=1e-6)
@@ -55,7 +55,7 @@ def test_same_lists_as_scoring_every_item(kind, k):
 
 def test_small_catalogue_and_k_above_it():
     vectors, bias, users, excluded, indptr = case("bias", 5, seed=0)
-    got = NormIndex(vectors, bias).top_k(users, 9, excluded[:0], np.zeros(len(users) + 1, dtype=np.int64))
+    got = BoundIndex(vectors, bias).top_k(users, 9, excluded[:0], np.zeros(len(users) + 1, dtype=np.int64))
     want = full_top_k(vectors, bias, users, excluded[:0], np.zeros(len(users) + 1, dtype=np.int64), 9)
     assert got[0].shape == (len(users), 5) and got[0].tolist() == want[0].tolist()
 
@@ -64,14 +64,14 @@ def test_each_bound_skips_what_it_should():
     """Norms falling with popularity stop users early; norms alike on a low-rank model skip pairs inside chunks."""
     n_items = 8 * CHUNK_ITEMS
     vectors, bias, users, excluded, indptr = case("skewed", n_items, seed=1)
-    index = NormIndex(vectors, bias)
+    index = BoundIndex(vectors, bias)
     index.top_k(users, 10, excluded, indptr)
     assert index.bounded_pairs <= 0.5 * len(users) * n_items
 
     rng = np.random.default_rng(2)
     vectors = rng.standard_normal((n_items, 2)) @ rng.standard_normal((2, 8)) + 0.05 * rng.standard_normal((n_items, 8))
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)  # WARP-like
-    index = NormIndex(vectors, None)
+    index = BoundIndex(vectors, None)
     index.top_k(users, 10, excluded, indptr)
     assert index.bounded_pairs > 0.9 * len(users) * n_items  # no norm to stop at
     assert index.exact_pairs < 0.2 * len(users) * n_items  # the projections rule most items out
