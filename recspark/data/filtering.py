@@ -38,6 +38,13 @@ def deduplicate(
     (plays, clicks); the models expect one entry per matrix cell, and a split
     must never put the same pair in both train and test.
 
+    The rows are shuffled by user, not by pair, so the threshold's window
+    over each user's rows (:func:`apply_min_counts`) reuses this shuffle
+    instead of adding its own: one exchange of the input instead of two
+    (generated 2M rows: 3.3 -> 2.2 s for both, warm). It gives up Spark's
+    map-side partial sums, which only pay off when most rows repeat a pair
+    within one input partition.
+
     Parameters
     ----------
     df : DataFrame
@@ -73,7 +80,7 @@ def deduplicate(
     aggs = [weights[how].cast("double").alias(WEIGHT)]
     if TIMESTAMP in df.columns:
         aggs.append(F.max(TIMESTAMP).alias(TIMESTAMP))
-    return df.groupBy(user_col, item_col).agg(*aggs)
+    return df.repartition(user_col).groupBy(user_col, item_col).agg(*aggs)
 
 
 @dataclass(frozen=True)

@@ -151,3 +151,15 @@ def test_the_input_is_computed_once(spark):
     assert [p.rows for p in passes] == [len(rows), len(rows) - 1, len(rows) - 1]
     assert out.count() == len(rows) - 1
     assert evaluated.value == len(rows)  # two reads of the input (one per count) would make it 2 * len(rows)
+
+
+def test_deduplicate_shuffles_once_for_the_threshold_window(spark):
+    """The per-user window of the first threshold pass reuses deduplicate's exchange (issue 18.5)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame([("u1", "i1", 1.0, T1), ("u1", "i1", 2.0, T2), ("u2", "i1", 5.0, T2)], SCHEMA)
+    windowed = deduplicate(df).withColumn("n", F.count(F.lit(1)).over(Window.partitionBy(USER_ID)))
+    plan = windowed._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("Exchange hashpartitioning") == 1, plan
+    assert sorted((r[USER_ID], r[WEIGHT], r["n"]) for r in windowed.collect()) == [("u1", 3.0, 1), ("u2", 5.0, 1)]
