@@ -916,22 +916,26 @@ class WarpTrainer:
         run.broadcasts.append(item_bc)
         out = self._epoch_rdd(run.state_rdd, item_bc, run.features_bc, steps, run.n_shards)
         out = out.persist(StorageLevel.MEMORY_AND_DISK)
+        if checkpoint:  # marked before the job: Spark writes the cached output when the job ends, in the JVM
+            out.checkpoint()
         with job_description(self.spark, self._describe(steps, run.n_shards)):
             delta = sum_deltas_rdd(out.mapPartitions(_leading_deltas, preservesPartitioning=True), run.n_shards)
         if run.cached is not None:
             run.cached.unpersist()
         run.cached = out
-        run.state_rdd = out.filter(lambda kv: not isinstance(kv[1], SharedDelta))
         if checkpoint:
-            # A separate RDD, not ``out``, whose closure holds the broadcasts destroyed below.
-            run.state_rdd = run.state_rdd.persist(StorageLevel.MEMORY_AND_DISK)
-            run.state_rdd.checkpoint()
-            run.state_rdd.count()
-            out.unpersist()
-            run.cached = run.state_rdd
+            # Read back from the files, not through ``out``: a task reading ``out`` would carry its closure and
+            # with it the broadcasts destroyed below. The files keep the shards' partitioner.
+            files = out.getCheckpointFile()
+            if files is None:
+                raise RuntimeError("Spark did not checkpoint the round's output")
+            out = self.spark.sparkContext._checkpointFile(files, out._jrdd_deserializer)
+            run.cached.unpersist()
+            run.cached = None
             for bc in run.broadcasts:  # the truncated lineage no longer needs them
                 bc.destroy()
             run.broadcasts = []
+        run.state_rdd = out.filter(lambda kv: not isinstance(kv[1], SharedDelta))
         return delta
 
     def _describe(self, steps: list[tuple[int, int]], n_shards: int) -> str:
