@@ -788,7 +788,7 @@ class _FitRun:
     state_rdd: RDD  # the shards' (ShardData, UserBlock) chunks the next round trains
     epochs_done: int
     history: list[dict[str, float]]
-    cached: RDD | None = None  # the persisted RDD state_rdd reads its shards from
+    cached: RDD | None = None  # the RDD state_rdd reads its shards from: persisted, or checkpointed and read from files
     broadcasts: list[Any] = field(default_factory=list)  # item-side broadcasts the cache's lineage needs
 
 
@@ -942,9 +942,8 @@ class WarpTrainer:
             files = out.getCheckpointFile()
             if files is None:
                 raise RuntimeError("Spark did not checkpoint the round's output")
+            out.unpersist()  # still referenced by run.cached: Spark may delete a collected RDD's checkpoint files
             out = self.spark.sparkContext._checkpointFile(files, out._jrdd_deserializer)
-            run.cached.unpersist()
-            run.cached = None
             for bc in run.broadcasts:  # the truncated lineage no longer needs them
                 bc.destroy()
             run.broadcasts = []
